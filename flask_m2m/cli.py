@@ -1,0 +1,159 @@
+"""``flask m2m …``: manage clients and signing keys from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from flask.cli import AppGroup
+
+from . import clients, signals
+from .errors import ClientNotFound, ConfigurationError, InvalidClientData
+from .extension import M2MState, get_state
+
+m2m_cli = AppGroup("m2m", help="Manage flask-m2m clients and signing keys.")
+
+
+def _state() -> M2MState:
+    return get_state()
+
+
+def _client_dict(client: Any, secret: str | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"client_id": client.client_id}
+    if secret is not None:
+        data["client_secret"] = secret
+    data.update(
+        name=client.name,
+        scopes=client.scopes,
+        disabled=client.disabled,
+        expires_at=client.expires_at.isoformat() if client.expires_at else None,
+        rate_limit=client.rate_limit,
+        metadata=client.client_metadata,
+        created_at=client.created_at.isoformat(),
+        updated_at=client.updated_at.isoformat(),
+    )
+    return data
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(getattr(exc, "description", None) or str(exc))
+
+
+def _print_secret(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"client_id:     {data['client_id']}")
+    click.echo(f"client_secret: {data['client_secret']}")
+    click.echo("Store the secret now: it is not stored in clear and will not be shown again.")
+
+
+@m2m_cli.command("create-client")
+@click.option("--name", required=True, help="Human-readable name.")
+@click.option("--scope", "scope", default="", help='Allowed scopes, space-separated: "read write".')
+@click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="Lifetime.")
+@click.option("--rate-limit", default=None, help='Token-endpoint limit, e.g. "10/minute".')
+@click.option("--secret-stdin", is_flag=True, help="Import an existing secret read from stdin.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def create_client(
+    name: str,
+    scope: str,
+    expires_in_days: int | None,
+    rate_limit: str | None,
+    secret_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Create a client and print its id and secret (shown only this once)."""
+    secret = sys.stdin.readline().rstrip("\r\n") if secret_stdin else None
+    try:
+        client, plaintext = clients.create_client(
+            _state(),
+            name=name,
+            scopes=scope,
+            expires_in_days=expires_in_days,
+            rate_limit=rate_limit,
+            secret=secret,
+        )
+    except InvalidClientData as exc:
+        _fail(exc)
+    _print_secret(_client_dict(client, plaintext), as_json)
+
+
+@m2m_cli.command("list-clients")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def list_clients(as_json: bool) -> None:
+    """List the clients (never their secrets)."""
+    found = clients.list_clients(_state())
+    if as_json:
+        click.echo(json.dumps({"clients": [_client_dict(c) for c in found]}))
+        return
+    if not found:
+        click.echo("No clients.")
+    for c in found:
+        status = "disabled" if c.disabled else ("active" if c.is_active() else "expired")
+        expires = c.expires_at.isoformat() if c.expires_at else "never"
+        click.echo(f"{c.client_id}  {status:8}  expires {expires}  {c.name!r}  [{c.scope}]")
+
+
+@m2m_cli.command("disable-client", help="Disable a client; its outstanding tokens stop working.")
+@click.argument("client_id")
+def disable_client(client_id: str) -> None:
+    try:
+        clients.set_disabled(_state(), client_id, True)
+    except ClientNotFound as exc:
+        _fail(exc)
+    click.echo(f"Disabled {client_id}.")
+
+
+@m2m_cli.command("enable-client", help="Enable a disabled client.")
+@click.argument("client_id")
+def enable_client(client_id: str) -> None:
+    try:
+        clients.set_disabled(_state(), client_id, False)
+    except ClientNotFound as exc:
+        _fail(exc)
+    click.echo(f"Enabled {client_id}.")
+
+
+@m2m_cli.command("delete-client", help="Delete a client; its tokens stop working.")
+@click.argument("client_id")
+@click.confirmation_option(prompt="Delete this client for good?")
+def delete_client(client_id: str) -> None:
+    try:
+        clients.delete_client(_state(), client_id)
+    except ClientNotFound as exc:
+        _fail(exc)
+    click.echo(f"Deleted {client_id}.")
+
+
+@m2m_cli.command("rotate-secret", help="Give a client a new secret (shown only this once).")
+@click.argument("client_id")
+@click.option(
+    "--grace-period", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Seconds the old secret keeps working.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def rotate_secret(client_id: str, grace_period: int, as_json: bool) -> None:
+    try:
+        client, plaintext = clients.rotate_secret(
+            _state(), client_id, grace_period_seconds=grace_period
+        )
+    except ClientNotFound as exc:
+        _fail(exc)
+    _print_secret(_client_dict(client, plaintext), as_json)
+
+
+@m2m_cli.command("rotate-keys")
+def rotate_keys() -> None:
+    """Add a new signing key; older public keys stay published until their tokens expire."""
+    from flask import current_app
+
+    state = _state()
+    try:
+        kid = state.keys.rotate()
+    except ConfigurationError as exc:  # the keys come from M2M_SIGNING_KEYS
+        _fail(exc)
+    signals.keys_rotated.send(current_app._get_current_object(), kid=kid)  # type: ignore[attr-defined]
+    click.echo(f"New signing key {kid}; older keys stay in the JWKS until their tokens expire.")

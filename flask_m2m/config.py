@@ -1,0 +1,145 @@
+"""Configuration keys, their defaults, and the checks run once in ``init_app``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from .errors import ConfigurationError
+
+PREFIX = "M2M_"
+
+#: Default value of every ``M2M_*`` key (the README's configuration table mirrors this).
+DEFAULTS: dict[str, Any] = {
+    #: Issuer URL (``iss`` and metadata); ``None`` derives it from the request's host URL.
+    "M2M_ISSUER": None,
+    #: Access-token lifetime in seconds.
+    "M2M_ACCESS_TOKEN_EXPIRES_IN": 3600,
+    #: ``"jwt"`` (RFC 9068) or ``"opaque"`` (random string stored hashed).
+    "M2M_TOKEN_FORMAT": "jwt",
+    #: JWS algorithm of signed access tokens: ``RS256``, ``ES256`` or ``EdDSA``.
+    "M2M_SIGNING_ALG": "RS256",
+    #: Default ``aud`` of issued tokens and the audience ``require_scope`` accepts (None: issuer).
+    "M2M_AUDIENCE": None,
+    #: URL prefix of the protocol routes.
+    "M2M_URL_PREFIX": "/m2m",
+    #: Length of the random part of generated client secrets (at least 32).
+    "M2M_CLIENT_SECRET_LENGTH": 64,
+    #: Secret from which the key-encryption and secret-hashing keys are derived (None: SECRET_KEY).
+    "M2M_KEY_ENCRYPTION_SECRET": None,
+    #: Signing keys supplied as a private JWK set (dict or JSON); None: keys live in the database.
+    "M2M_SIGNING_KEYS": None,
+    #: Seconds of clock skew tolerated when checking ``exp`` / ``iat``.
+    "M2M_LEEWAY": 30,
+    #: Seconds a verified token, a revocation or a client's state may be served from memory.
+    "M2M_STATE_CACHE_SECONDS": 5,
+    #: Seconds between two reads of the signing-key table by one process.
+    "M2M_KEY_REFRESH_SECONDS": 60,
+    #: Most verified tokens kept in each process's cache.
+    "M2M_TOKEN_CACHE_SIZE": 10000,
+    #: Largest accepted body of a protocol request, in bytes.
+    "M2M_MAX_REQUEST_BYTES": 16384,
+    #: Register the ``flask m2m`` CLI group.
+    "M2M_ENABLE_CLI": True,
+}
+
+TOKEN_FORMATS = ("jwt", "opaque")
+SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+MIN_SECRET_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The ``M2M_*`` configuration of one app, checked and frozen."""
+
+    issuer: str | None
+    access_token_expires_in: int
+    token_format: str
+    signing_alg: str
+    audience: str | None
+    url_prefix: str
+    client_secret_length: int
+    key_encryption_secret: bytes
+    signing_keys: dict[str, Any] | None
+    leeway: int
+    state_cache_seconds: float
+    key_refresh_seconds: float
+    token_cache_size: int
+    max_request_bytes: int
+    enable_cli: bool
+
+
+def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
+    """Read the ``M2M_*`` keys once: constructor options beat ``app.config``, which beats
+    :data:`DEFAULTS`. Raise :class:`ConfigurationError` naming the key on a bad value."""
+    unknown = set(overrides) - {key[len(PREFIX) :].lower() for key in DEFAULTS}
+    if unknown:
+        raise ConfigurationError(f"Unknown M2M option(s): {', '.join(sorted(unknown))}.")
+
+    def get(key: str) -> Any:
+        option = key[len(PREFIX) :].lower()
+        if option in overrides:
+            return overrides[option]
+        return app.config.get(key, DEFAULTS[key])
+
+    def positive_int(key: str, minimum: int = 1) -> int:
+        value = get(key)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{key} must be an integer, got {value!r}.") from None
+        if number < minimum:
+            raise ConfigurationError(f"{key} must be at least {minimum}, got {number}.")
+        return number
+
+    token_format = str(get("M2M_TOKEN_FORMAT")).lower()
+    if token_format not in TOKEN_FORMATS:
+        raise ConfigurationError(f"M2M_TOKEN_FORMAT must be one of {TOKEN_FORMATS}.")
+    alg = str(get("M2M_SIGNING_ALG"))
+    if alg not in SIGNING_ALGS:
+        raise ConfigurationError(f"M2M_SIGNING_ALG must be one of {SIGNING_ALGS}.")
+
+    secret = get("M2M_KEY_ENCRYPTION_SECRET") or app.config.get("SECRET_KEY")
+    if not secret:
+        raise ConfigurationError(
+            "Set M2M_KEY_ENCRYPTION_SECRET (or SECRET_KEY): flask-m2m derives the keys that "
+            "encrypt signing keys and hash client secrets from it."
+        )
+    secret_bytes = secret.encode() if isinstance(secret, str) else bytes(secret)
+    if len(secret_bytes) < 16:
+        raise ConfigurationError("M2M_KEY_ENCRYPTION_SECRET must be at least 16 bytes long.")
+
+    signing_keys = get("M2M_SIGNING_KEYS")
+    if isinstance(signing_keys, str):
+        try:
+            signing_keys = json.loads(signing_keys)
+        except ValueError:
+            raise ConfigurationError("M2M_SIGNING_KEYS is not valid JSON.") from None
+    if signing_keys is not None and not (
+        isinstance(signing_keys, dict) and isinstance(signing_keys.get("keys"), list)
+    ):
+        raise ConfigurationError('M2M_SIGNING_KEYS must be a JWK set: {"keys": [...]}.')
+
+    prefix = "/" + str(get("M2M_URL_PREFIX") or "").strip("/")
+    issuer = get("M2M_ISSUER")
+    audience = get("M2M_AUDIENCE")
+    return Settings(
+        issuer=str(issuer).rstrip("/") if issuer else None,
+        access_token_expires_in=positive_int("M2M_ACCESS_TOKEN_EXPIRES_IN"),
+        token_format=token_format,
+        signing_alg=alg,
+        audience=str(audience) if audience else None,
+        url_prefix="" if prefix == "/" else prefix,
+        client_secret_length=positive_int("M2M_CLIENT_SECRET_LENGTH", MIN_SECRET_LENGTH),
+        key_encryption_secret=secret_bytes,
+        signing_keys=signing_keys,
+        leeway=positive_int("M2M_LEEWAY", 0),
+        state_cache_seconds=float(positive_int("M2M_STATE_CACHE_SECONDS", 0)),
+        key_refresh_seconds=float(positive_int("M2M_KEY_REFRESH_SECONDS", 1)),
+        token_cache_size=positive_int("M2M_TOKEN_CACHE_SIZE", 0),
+        max_request_bytes=positive_int("M2M_MAX_REQUEST_BYTES", 1024),
+        enable_cli=bool(get("M2M_ENABLE_CLI")),
+    )

@@ -1,0 +1,75 @@
+"""``require_scope`` for resource routes and the ``current_token`` proxy (RFC 6750)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar, cast
+
+from flask import current_app, g, request
+from werkzeug.local import LocalProxy
+
+from .errors import InsufficientScope, InvalidToken, MissingToken
+from .tokens import AccessToken, TokenRejected
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: RFC 6750 §3 ``realm`` of the Bearer challenges.
+REALM = "api"
+
+
+def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
+    """Verify the request's Bearer token and its scopes; store it as ``current_token``.
+
+    :raises MissingToken: 401, no Bearer token was sent (RFC 6750 §3.1, no error code).
+    :raises InvalidToken: 401 ``invalid_token``.
+    :raises InsufficientScope: 403 ``insufficient_scope``.
+    """
+    from .extension import get_state
+
+    state = get_state()
+    scheme, _, token_string = request.headers.get("Authorization", "").strip().partition(" ")
+    token_string = token_string.strip()
+    if scheme.lower() != "bearer" or not token_string:
+        raise MissingToken(REALM)
+    try:
+        token = state.tokens.authenticate(token_string, state.issuer(), state.audience())
+    except TokenRejected as exc:
+        raise InvalidToken(REALM, str(exc)) from None
+    if not token.has_scopes(scopes):
+        raise InsufficientScope(REALM, scopes)
+    g._m2m_token = token
+    return token
+
+
+def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Protect a view: a valid access token carrying every one of ``scopes`` is required.
+
+    ``@require_scope()`` accepts any valid token. The token is then ``current_token``.
+
+    .. versionadded:: 0.1
+    """
+    if not all(isinstance(scope, str) for scope in scopes):
+        raise TypeError("require_scope takes scope names; write @require_scope() with parentheses.")
+
+    def decorator(view: Callable[P, R]) -> Callable[P, R]:
+        @wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            authenticate_request(scopes)
+            return cast(R, current_app.ensure_sync(view)(*args, **kwargs))
+
+        return wrapper
+
+    return decorator
+
+
+def _current_token() -> AccessToken:
+    token = g.get("_m2m_token")
+    if token is None:
+        raise RuntimeError("current_token is only set inside a view protected by require_scope.")
+    return cast(AccessToken, token)
+
+
+#: The :class:`~flask_m2m.tokens.AccessToken` of the current request (client_id, scopes, claims).
+current_token: AccessToken = cast(AccessToken, LocalProxy(_current_token))

@@ -1,0 +1,182 @@
+"""Protocol routes: token (RFC 6749 §4.4), revocation (RFC 7009), introspection (RFC 7662),
+JWKS (RFC 7517) and authorization-server metadata (RFC 8414)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .grants import AUTH_METHODS
+from .tokens import AccessToken, TokenRejected
+
+if TYPE_CHECKING:
+    from .extension import M2MState
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+
+
+def _state() -> M2MState:
+    from .extension import get_state
+
+    return get_state()
+
+
+class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    """RFC 7009. A client may revoke only its own tokens; any other string is a no-op (§2.2)."""
+
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def authenticate_token(self, oauth_request: Any, client: Any) -> AccessToken | None:
+        self.check_params(oauth_request, client)
+        try:
+            token = _state().tokens.decode(oauth_request.form["token"])
+        except TokenRejected:
+            return None
+        return token if token.client_id == client.client_id else None
+
+    def revoke_token(self, token: AccessToken, oauth_request: Any) -> None:
+        _state().tokens.revoke(oauth_request.form["token"], token)
+
+
+class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+    """RFC 7662. A client may introspect its own tokens; anything else is ``active: false``."""
+
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
+        try:
+            return _state().tokens.decode(token_string)
+        except TokenRejected:
+            return None
+
+    def check_permission(self, token: AccessToken, client: Any, oauth_request: Any) -> bool:
+        return token.client_id == client.client_id
+
+    def create_introspection_payload(self, token: AccessToken | None) -> dict[str, Any]:
+        state = _state()
+        if token is None:
+            return {"active": False}
+        try:
+            state.tokens.check_claims(token, state.issuer(), None)
+            state.tokens.check_state(token)
+        except TokenRejected:
+            return {"active": False}
+        audience = token.audience[0] if len(token.audience) == 1 else list(token.audience)
+        return {
+            "active": True,
+            "scope": token.scope,
+            "client_id": token.client_id,
+            "token_type": "Bearer",
+            "exp": token.expires_at,
+            "iat": token.issued_at,
+            "sub": token.client_id,
+            "aud": audience,
+            "iss": token.issuer,
+            "jti": token.jti,
+        }
+
+
+def _oauth_error(error: OAuth2Error) -> Response:
+    response: Response = _state().server.handle_error_response(None, error)
+    return response
+
+
+def _refuse_bad_form() -> Response | None:
+    """The checks every protocol POST passes before Authlib sees it (RFC 6749 §3.2, §4.4.2)."""
+    limit = _state().settings.max_request_bytes
+    if request.method != "POST":
+        response = _oauth_error(InvalidRequestError("Use POST.", status_code=405))
+        response.headers["Allow"] = "POST"
+        return response
+    if request.content_length is not None and request.content_length > limit:
+        return _oauth_error(InvalidRequestError("The request body is too large.", status_code=413))
+    if request.mimetype != FORM_TYPE:
+        return _oauth_error(InvalidRequestError(f"The body must be {FORM_TYPE}."))
+    request.max_content_length = limit
+    try:
+        request.get_data(cache=True).decode("utf-8")  # kept for the form parser below
+        form = request.form
+    except RequestEntityTooLarge:
+        return _oauth_error(InvalidRequestError("The request body is too large.", status_code=413))
+    except UnicodeDecodeError:
+        return _oauth_error(InvalidRequestError("The body is not valid UTF-8."))
+    repeated = [name for name, values in form.lists() if len(values) > 1]
+    if repeated:
+        # RFC 6749 §3.2: parameters MUST NOT be included more than once.
+        return _oauth_error(InvalidRequestError(f"Repeated parameter: {repeated[0]}."))
+    if any("\x00" in value or "\ufffd" in value for value in form.values()):
+        return _oauth_error(InvalidRequestError("A parameter holds NUL or invalid UTF-8."))
+    return None
+
+
+def token() -> Response:
+    """``POST {prefix}/token`` — the client credentials grant (RFC 6749 §4.4)."""
+    refused = _refuse_bad_form()
+    if refused is not None:
+        return refused
+    if not request.form.get("grant_type"):
+        return _oauth_error(InvalidRequestError("Missing grant_type."))
+    response: Response = _state().server.create_token_response()
+    return response
+
+
+def revoke() -> Response:
+    """``POST {prefix}/revoke`` (RFC 7009)."""
+    response: Response = _refuse_bad_form() or _state().server.create_endpoint_response(
+        Revocation.ENDPOINT_NAME
+    )
+    return response
+
+
+def introspect() -> Response:
+    """``POST {prefix}/introspect`` (RFC 7662)."""
+    response: Response = _refuse_bad_form() or _state().server.create_endpoint_response(
+        Introspection.ENDPOINT_NAME
+    )
+    return response
+
+
+def jwks() -> Response:
+    """``GET {prefix}/jwks.json`` — the public signing keys (RFC 7517 §5)."""
+    response = jsonify(_state().keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+def metadata() -> Response:
+    """``GET /.well-known/oauth-authorization-server`` (RFC 8414 §3)."""
+    state = _state()
+    base = state.issuer() + state.settings.url_prefix
+    return jsonify(
+        {
+            "issuer": state.issuer(),
+            "token_endpoint": base + "/token",
+            "jwks_uri": base + "/jwks.json",
+            "revocation_endpoint": base + "/revoke",
+            "introspection_endpoint": base + "/introspect",
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": AUTH_METHODS,
+            "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+            "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        }
+    )
+
+
+def create_blueprint(url_prefix: str) -> Blueprint:
+    """The protocol blueprint; ``init_app`` registers it on each app."""
+    bp = Blueprint("m2m", __name__)
+    every_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    bp.add_url_rule(f"{url_prefix}/token", view_func=token, methods=every_method)
+    bp.add_url_rule(f"{url_prefix}/revoke", view_func=revoke, methods=every_method)
+    bp.add_url_rule(f"{url_prefix}/introspect", view_func=introspect, methods=every_method)
+    bp.add_url_rule(f"{url_prefix}/jwks.json", view_func=jwks, methods=["GET"])
+    bp.add_url_rule(METADATA_PATH, view_func=metadata, methods=["GET"])
+    return bp
+

@@ -1,0 +1,121 @@
+"""The :class:`M2M` extension object and the per-app state it keeps in ``app.extensions``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, current_app, request
+
+from .config import Settings, load_settings
+from .credentials import derive_key
+from .endpoints import Introspection, Revocation, create_blueprint
+from .errors import ConfigurationError
+from .grants import Server
+from .keys import KeyStore
+from .models import Models, default_models
+from .tokens import TokenService
+
+EXTENSION_KEY = "m2m"
+
+
+@dataclass(eq=False)
+class M2MState:
+    """Everything flask-m2m holds for one app: settings, models, keys, tokens, server."""
+
+    settings: Settings
+    db: Any
+    models: Models
+    secret_hash_key: bytes
+    keys: KeyStore = field(init=False)
+    tokens: TokenService = field(init=False)
+    server: Server = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyStore(self.settings, self.models, self.db)
+        self.tokens = TokenService(self.settings, self.models, self.db, self.keys)
+        self.server = Server(self)
+        self.server.register_endpoint(Revocation)
+        self.server.register_endpoint(Introspection)
+
+    def issuer(self) -> str:
+        """``M2M_ISSUER``, or the URL root of the current request."""
+        return self.settings.issuer or request.url_root.rstrip("/")
+
+    def audience(self) -> str:
+        """``M2M_AUDIENCE``, or the issuer."""
+        return self.settings.audience or self.issuer()
+
+
+def get_state(app: Flask | None = None) -> M2MState:
+    """The :class:`M2MState` of ``app`` (default: the current app).
+
+    :raises ConfigurationError: if the extension was not initialised on that app.
+    """
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        raise ConfigurationError(
+            "flask-m2m is not initialised on this app: call M2M(app, db) or m2m.init_app(app, db)."
+        )
+    return state  # type: ignore[no-any-return]
+
+
+class M2M:
+    """Flask extension: machine-to-machine OAuth 2.0 (client credentials) for an app.
+
+    ``M2M(app, db)`` or, with an app factory, ``m2m = M2M()`` then ``m2m.init_app(app, db)``.
+
+    :param app: the Flask app, or None to call :meth:`init_app` later.
+    :param db: the app's Flask-SQLAlchemy object.
+    :param models: model classes built on the ``models`` mixins, to use your own tables.
+    :param options: ``M2M_*`` settings without the prefix, in lower case (e.g. ``issuer=``);
+        they take precedence over ``app.config``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        db: Any = None,
+        *,
+        models: Models | None = None,
+        **options: Any,
+    ) -> None:
+        self.db = db
+        self.models = models
+        self.options = options
+        if app is not None:
+            self.init_app(app, db)
+
+    def init_app(self, app: Flask, db: Any = None) -> None:
+        """Register the routes, CLI and state of flask-m2m on ``app``.
+
+        :raises ConfigurationError: on a second call for the same app, without ``db``, or on
+            an invalid ``M2M_*`` value.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError("flask-m2m is already initialised on this app.")
+        db = db if db is not None else self.db
+        if db is None:
+            raise ConfigurationError("Pass the Flask-SQLAlchemy object: M2M(app, db).")
+        settings = load_settings(app, self.options)
+        state = M2MState(
+            settings=settings,
+            db=db,
+            models=self.models or default_models(db),
+            secret_hash_key=derive_key(
+                settings.key_encryption_secret, "flask-m2m client-secret hashing"
+            ),
+        )
+        app.extensions[EXTENSION_KEY] = state
+        app.register_blueprint(create_blueprint(settings.url_prefix))
+        if settings.enable_cli:
+            from .cli import m2m_cli
+
+            app.cli.add_command(m2m_cli)
+
+    def state(self, app: Flask | None = None) -> M2MState:
+        """The per-app state (default: the current app's)."""
+        return get_state(app)

@@ -1,0 +1,220 @@
+"""The authorization server: Authlib's server and client-credentials grant, with our hooks.
+
+Client authentication (RFC 6749 §2.3.1) is ours rather than Authlib's default so that a
+malformed ``Authorization`` header is a 401 rather than a crash, disabled and expired clients
+are refused, ids are checked before any query, and secrets are compared as keyed hashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc6749 import grants
+from flask import Response, current_app, json
+from flask import request as flask_request
+
+from . import signals
+from .credentials import CLIENT_ID_PATTERN, verify_secret
+from .models import utcnow
+
+if TYPE_CHECKING:
+    from .extension import M2MState
+
+#: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
+AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+class _FormPayload(FlaskOAuth2Payload):
+    """RFC 6749 §2.3.1 / §3.2: parameters come from the body only, never from the URL."""
+
+    @property
+    def data(self) -> Any:
+        return self._request.form
+
+
+class _FormRequest(FlaskOAuth2Request):
+    def __init__(self, request: Any):
+        super().__init__(request)
+        self.payload = _FormPayload(request)
+
+
+class ClientAuthenticationFailed(InvalidClientError):  # type: ignore[misc]
+    """RFC 6749 §5.2 ``invalid_client`` (401); the Basic challenge only when Basic was used."""
+
+    def __init__(self, basic: bool):
+        super().__init__(description="Client authentication failed.", status_code=401)
+        self.basic = basic
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        return headers if self.basic else [h for h in headers if h[0] != "WWW-Authenticate"]
+
+
+def _fail(client_id: str | None, reason: str, basic: bool) -> ClientAuthenticationFailed:
+    """Signal a failed client authentication and build the error to raise."""
+    signals.authentication_failed.send(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        client_id=client_id,
+        reason=reason,
+    )
+    return ClientAuthenticationFailed(basic)
+
+
+def authenticate_client(state: M2MState, client_id: str, secret: str, basic: bool) -> Any:
+    """The active client that ``client_id`` and ``secret`` identify.
+
+    :raises InvalidClientError: (401) for an unknown, disabled or expired client or a wrong secret.
+    """
+    client = state.server.query_client(client_id)
+    now = utcnow()
+    key = state.secret_hash_key
+    if client is None:
+        verify_secret(secret, None, key)  # same work as for a known id
+        raise _fail(client_id, "unknown_client", basic)
+    matched = verify_secret(secret, client.secret_hash, key)
+    if not matched and client.previous_secret_hash and client.previous_secret_expires_at:
+        matched = client.previous_secret_expires_at > now and verify_secret(
+            secret, client.previous_secret_hash, key
+        )
+    if not matched:
+        raise _fail(client_id, "invalid_secret", basic)
+    if not client.is_active(now):
+        raise _fail(client_id, "disabled" if client.disabled else "expired", basic)
+    return client
+
+
+def _basic_credentials() -> tuple[str, str] | None:
+    """The (client_id, secret) of a ``Basic`` header, form-decoded (RFC 6749 §2.3.1)."""
+    header = flask_request.headers.get("Authorization")
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        raw_id, sep, raw_secret = decoded.partition(":")
+        if not sep:
+            raise ValueError("no colon")
+        return (
+            unquote_plus(raw_id, errors="strict"),
+            unquote_plus(raw_secret, errors="strict"),
+        )
+    except (binascii.Error, UnicodeError, ValueError):
+        return ("", "")
+
+
+def _client_secret_basic(state: M2MState) -> Any:
+    credentials = _basic_credentials()
+    if credentials is None:
+        return None
+    if "client_secret" in flask_request.form:
+        # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+        raise InvalidRequestError("Use one client authentication method, not two.")
+    client_id, secret = credentials
+    if not client_id or not secret:
+        raise _fail(client_id or None, "malformed_basic_header", basic=True)
+    return authenticate_client(state, client_id, secret, basic=True)
+
+
+def _client_secret_post(state: M2MState) -> Any:
+    form = flask_request.form
+    client_id, secret = form.get("client_id"), form.get("client_secret")
+    if client_id is None and secret is None:
+        return None
+    if not client_id or not secret:
+        raise _fail(client_id, "missing_credentials", basic=False)
+    return authenticate_client(state, client_id, secret, basic=False)
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """RFC 6749 §4.4 with both secret methods and strict scope handling (§3.3)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
+
+    def validate_requested_scope(self) -> None:
+        """No ``scope``: every allowed scope; a scope not allowed: ``invalid_scope`` (§5.2)."""
+        requested = self.request.payload.scope
+        allowed = self.request.client.scopes
+        if requested is None or not requested.strip():
+            self.request.granted_scope = " ".join(allowed)
+            return
+        tokens = requested.split(" ")
+        if not all(SCOPE_TOKEN.fullmatch(t) for t in tokens):
+            raise InvalidScopeError("The scope parameter is malformed (RFC 6749 §3.3).")
+        refused = [t for t in tokens if t not in allowed]
+        if refused:
+            raise InvalidScopeError(f"Scope not allowed for this client: {' '.join(refused)}.")
+        self.request.granted_scope = " ".join(dict.fromkeys(tokens))
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = False,
+    ) -> dict[str, Any]:
+        # §4.4.3: no refresh token; the scope is the one validated above.
+        return super().generate_token(  # type: ignore[no-any-return]
+            user=None,
+            scope=self.request.granted_scope,
+            grant_type=grant_type,
+            expires_in=expires_in,
+            include_refresh_token=False,
+        )
+
+
+class Server(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's Flask authorization server bound to one app's :class:`M2MState`."""
+
+    def __init__(self, state: M2MState):
+        super().__init__()
+        self.state = state
+        self.register_grant(ClientCredentialsGrant)
+        self.register_client_auth_method("client_secret_basic", lambda qc, r: _client_secret_basic(state))
+        self.register_client_auth_method("client_secret_post", lambda qc, r: _client_secret_post(state))
+        self.register_token_generator("default", self._generate_token)
+
+    def query_client(self, client_id: str) -> Any:
+        if not isinstance(client_id, str) or not CLIENT_ID_PATTERN.fullmatch(client_id):
+            return None
+        return self.state.db.session.get(self.state.models.client, client_id)
+
+    def _generate_token(self, grant_type: str, client: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.state.tokens.issue(
+            client, kwargs.get("scope") or "", self.state.issuer(), self.state.audience()
+        )
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        if self.state.settings.token_format == "opaque":
+            self.state.db.session.commit()
+        signals.token_issued.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            client_id=request.client.client_id,
+            scope=token.get("scope", ""),
+        )
+
+    def create_oauth2_request(self, request: Any) -> _FormRequest:
+        return _FormRequest(flask_request)
+
+    def handle_response(self, status_code: int, payload: Any, headers: Any) -> Response:
+        body = payload if isinstance(payload, str) else json.dumps(payload)
+        return Response(body, status=status_code, headers=headers)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "after_revoke_token":
+            token = kwargs["token"]
+            signals.token_revoked.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                client_id=token.client_id,
+                jti=token.jti,
+            )

@@ -1,0 +1,209 @@
+"""Signing keys: generated on first use, stored encrypted, shared by every instance, rotated.
+
+Each process keeps the imported keys in memory and re-reads the key table at most every
+``M2M_KEY_REFRESH_SECONDS`` (or at once when a token names a key it has not seen), so that
+no request pays for loading a key.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from joserfc import jwe
+from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey, import_key
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from .config import Settings
+from .credentials import derive_key
+from .errors import ConfigurationError
+from .models import Models, utcnow
+
+_JWE_HEADER = {"alg": "dir", "enc": "A256GCM"}
+_JWE_ALGS = ["dir", "A256GCM"]
+#: Shortest pause between two refreshes caused by unknown ``kid`` values.
+_UNKNOWN_KID_REFRESH_SECONDS = 2.0
+
+
+def generate_key(alg: str) -> Key:
+    """A new private key for ``alg``, with ``kid`` (its RFC 7638 thumbprint), ``alg`` and ``use``."""
+    key: Key
+    if alg == "RS256":
+        key = RSAKey.generate_key(2048, private=True)
+    elif alg == "ES256":
+        key = ECKey.generate_key("P-256", private=True)
+    else:
+        key = OKPKey.generate_key("Ed25519", private=True)
+    key.ensure_kid()
+    return import_key({**key.as_dict(private=True), "alg": alg, "use": "sig"})
+
+
+def public_jwk(key: Key) -> dict[str, Any]:
+    """The public JWK of ``key`` (never any private member)."""
+    return dict(key.as_dict(private=False))
+
+
+class KeyStore:
+    """The signing key of one app and the public keys it publishes and accepts."""
+
+    def __init__(self, settings: Settings, models: Models, db: Any):
+        self.settings = settings
+        self.models = models
+        self.db = db
+        self._encryption_key = OctKey.import_key(
+            derive_key(settings.key_encryption_secret, "flask-m2m signing-key encryption")
+        )
+        self._lock = threading.Lock()
+        self._loaded_at = float("-inf")
+        self._unknown_kid_at = float("-inf")
+        self._signing: Key | None = None
+        self._public: dict[str, Key] = {}
+        self._private_cache: dict[str, Key] = {}
+        if settings.signing_keys is not None:
+            self._load_configured(settings.signing_keys)
+
+    @property
+    def from_config(self) -> bool:
+        """Whether the keys come from ``M2M_SIGNING_KEYS`` rather than the database."""
+        return self.settings.signing_keys is not None
+
+    @property
+    def retention(self) -> timedelta:
+        """How long a retired key stays published: until every token it signed has expired."""
+        s = self.settings
+        return timedelta(seconds=s.access_token_expires_in + s.key_refresh_seconds + s.leeway)
+
+    # -- reading ---------------------------------------------------------------------------
+    def signing_key(self) -> Key:
+        """The private key new tokens are signed with (creating the first one if needed)."""
+        self._refresh_if_stale()
+        assert self._signing is not None
+        return self._signing
+
+    def public_key(self, kid: str) -> Key | None:
+        """The published public key named ``kid``; an unknown kid triggers a (bounded) reload."""
+        self._refresh_if_stale()
+        key = self._public.get(kid)
+        if key is None and not self.from_config:
+            now = time.monotonic()
+            if now - self._unknown_kid_at >= _UNKNOWN_KID_REFRESH_SECONDS:
+                self._unknown_kid_at = now
+                self.refresh()
+                key = self._public.get(kid)
+        return key
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWK set (RFC 7517 §5) served at ``jwks.json``."""
+        self._refresh_if_stale()
+        return {"keys": [public_jwk(key) for key in self._public.values()]}
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load_configured(self, jwks: dict[str, Any]) -> None:
+        try:
+            keyset = KeySet.import_key_set(jwks)
+        except Exception as exc:
+            raise ConfigurationError(f"M2M_SIGNING_KEYS cannot be imported: {exc}") from exc
+        for key in keyset:
+            key.ensure_kid()
+            self._public[str(key.kid)] = import_key(public_jwk(key))
+        alg = self.settings.signing_alg
+        for key in keyset:
+            if key.is_private and key.get("alg", alg) == alg:
+                self._signing = import_key({**key.as_dict(private=True), "alg": alg})
+                break
+        if self._signing is None:
+            raise ConfigurationError(f"M2M_SIGNING_KEYS holds no private {alg} key.")
+        self._loaded_at = float("inf")
+
+    def _refresh_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at >= self.settings.key_refresh_seconds:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the key table (creating a signing key if none is active)."""
+        if self.from_config:
+            return
+        with self._lock, self._session() as session:
+            model = self.models.signing_key
+            rows = list(session.execute(select(model)).scalars())
+            if not self._active(rows):
+                self._insert(session, generate_key(self.settings.signing_alg))
+                rows = list(session.execute(select(model)).scalars())
+            now = utcnow()
+            public = {}
+            for row in rows:
+                if row.retired_at is None or row.retired_at > now - self.retention:
+                    public[row.kid] = self._public.get(row.kid) or import_key(row.public_jwk)
+            active = self._active(rows)
+            signing = self._private_cache.get(active.kid)
+            if signing is None:
+                signing = self._decrypt(active.private_jwk_encrypted)
+                self._private_cache = {active.kid: signing}
+            self._public, self._signing = public, signing
+            self._loaded_at = time.monotonic()
+
+    def _session(self) -> Session:
+        """A session of its own, so key reads never touch the request's transaction."""
+        return Session(self.db.engine, expire_on_commit=False)
+
+    def _active(self, rows: list[Any]) -> Any | None:
+        """The newest unretired key of the configured algorithm."""
+        alg = self.settings.signing_alg
+        candidates = [r for r in rows if r.retired_at is None and r.alg == alg]
+        return max(candidates, key=lambda r: (r.created_at, r.kid), default=None)
+
+    def _insert(self, session: Session, key: Key) -> None:
+        plaintext = json.dumps(key.as_dict(private=True)).encode()
+        encrypted = jwe.encrypt_compact(
+            _JWE_HEADER, plaintext, self._encryption_key, algorithms=_JWE_ALGS
+        )
+        row = self.models.signing_key(
+            kid=str(key.kid),
+            alg=str(key.alg),
+            public_jwk=public_jwk(key),
+            private_jwk_encrypted=encrypted,
+            created_at=utcnow(),
+        )
+        session.add(row)
+        session.commit()
+
+    def _decrypt(self, encrypted: str) -> Key:
+        try:
+            plaintext = jwe.decrypt_compact(
+                encrypted, self._encryption_key, algorithms=_JWE_ALGS
+            ).plaintext
+        except Exception as exc:
+            raise ConfigurationError(
+                "A stored signing key cannot be decrypted: M2M_KEY_ENCRYPTION_SECRET (or "
+                "SECRET_KEY) differs from the one that encrypted it."
+            ) from exc
+        assert plaintext is not None
+        return import_key(json.loads(plaintext))
+
+    # -- rotation --------------------------------------------------------------------------
+    def rotate(self) -> str:
+        """Add a new signing key, retire the others, and drop keys no token can still need.
+
+        :returns: the new key's ``kid``.
+        """
+        if self.from_config:
+            raise ConfigurationError(
+                "Signing keys come from M2M_SIGNING_KEYS; rotate them in the configuration."
+            )
+        model = self.models.signing_key
+        now = utcnow()
+        key = generate_key(self.settings.signing_alg)
+        with self._session() as session:
+            session.execute(
+                delete(model).where(
+                    model.retired_at.is_not(None), model.retired_at < now - self.retention
+                )
+            )
+            session.execute(update(model).where(model.retired_at.is_(None)).values(retired_at=now))
+            self._insert(session, key)  # commits the retirements too
+        self.refresh()
+        return str(key.kid)

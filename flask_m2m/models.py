@@ -1,0 +1,166 @@
+"""SQLAlchemy 2 mixins for the extension's tables, and the default models built on an app's ``db``.
+
+Apps that bring their own tables subclass the mixins on their own ``db.Model`` and pass the
+classes to :class:`~flask_m2m.M2M`; everyone else gets :func:`default_models`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every back-end (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC datetimes")
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class ClientMixin:
+    """A machine client: id, hashed secret, allowed scopes and life-cycle state."""
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    #: The secret replaced by the last rotation, accepted until ``previous_secret_expires_at``.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(128), default=None)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    #: Allowed scopes, space-separated (RFC 6749 §3.3).
+    scope: Mapped[str] = mapped_column(Text, default="")
+    client_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    #: Flask-Limiter limit string overriding the default token-endpoint limit.
+    rate_limit: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: Tokens issued before this time (Unix seconds) are no longer valid.
+    tokens_valid_after: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def scopes(self) -> list[str]:
+        """The allowed scopes as a list."""
+        return self.scope.split()
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        """Whether the client may authenticate: not disabled and not expired."""
+        if self.disabled:
+            return False
+        return self.expires_at is None or self.expires_at > (now or utcnow())
+
+    # Authlib's ClientMixin protocol ---------------------------------------------------------
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return self.scope
+        allowed = set(self.scopes)
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+
+class SigningKeyMixin:
+    """A JWS signing key; the private part is stored encrypted (a JWE compact string)."""
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private_jwk_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the key stopped signing; it stays published until its last token expires.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class RevokedTokenMixin:
+    """The ``jti`` of a revoked JWT access token, kept until the token would have expired."""
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    expires_at: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class OpaqueTokenMixin:
+    """An opaque access token, stored as a SHA-256 hash."""
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    audience: Mapped[str] = mapped_column(String(512))
+    issuer: Mapped[str] = mapped_column(String(512))
+    issued_at: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(Integer, index=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Models:
+    """The four model classes one app uses."""
+
+    client: type[Any]
+    signing_key: type[Any]
+    revoked_token: type[Any]
+    opaque_token: type[Any]
+
+
+_defaults: weakref.WeakKeyDictionary[Any, Models] = weakref.WeakKeyDictionary()
+
+
+def default_models(db: Any) -> Models:
+    """The default models on ``db`` (tables ``m2m_*``), defined once per ``db`` object."""
+    if db not in _defaults:
+
+        class Client(ClientMixin, db.Model):  # type: ignore[name-defined,misc]
+            __tablename__ = "m2m_clients"
+
+        class SigningKey(SigningKeyMixin, db.Model):  # type: ignore[name-defined,misc]
+            __tablename__ = "m2m_signing_keys"
+
+        class RevokedToken(RevokedTokenMixin, db.Model):  # type: ignore[name-defined,misc]
+            __tablename__ = "m2m_revoked_tokens"
+
+        class OpaqueToken(OpaqueTokenMixin, db.Model):  # type: ignore[name-defined,misc]
+            __tablename__ = "m2m_opaque_tokens"
+
+        _defaults[db] = Models(Client, SigningKey, RevokedToken, OpaqueToken)
+    return _defaults[db]

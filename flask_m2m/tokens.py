@@ -1,0 +1,314 @@
+"""Access tokens: RFC 9068 JWTs (default) or opaque strings; issuing, verifying, revoking.
+
+Verification answers from a per-process cache of already-verified tokens. A cached token's
+revocation and its client's state (disabled, expired, deleted, tokens revoked) are read from
+the database again once the entry is ``M2M_STATE_CACHE_SECONDS`` old, which bounds how stale
+any instance can be.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import Key
+from joserfc.jws import JWSRegistry
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from .config import SIGNING_ALGS, Settings
+from .credentials import OPAQUE_TOKEN_PREFIX, generate_opaque_token, hash_token
+from .keys import KeyStore
+from .models import Models
+
+#: RFC 9068 §2.1: the ``typ`` header of JWT access tokens.
+AT_JWT_TYPES = ("at+jwt", "application/at+jwt")
+_MAX_TOKEN_LENGTH = 8192
+
+
+class _QuietJWSRegistry(JWSRegistry):
+    """joserfc's registry, limited to our algorithms and keeping the ``EdDSA`` name quietly.
+
+    RFC 9864 deprecates the polymorphic ``EdDSA`` for ``Ed25519``, but the JOSE libraries
+    resource servers use (PyJWT among them) know only ``EdDSA``, so tokens keep that name.
+    """
+
+    algorithms = dict(JWSRegistry.algorithms)
+    _eddsa = copy.copy(JWSRegistry.algorithms["EdDSA"])
+    _eddsa.security_warning = None
+    algorithms["EdDSA"] = _eddsa
+
+
+JWS_REGISTRY = _QuietJWSRegistry(algorithms=list(SIGNING_ALGS))
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A verified access token, as ``current_token`` shows it."""
+
+    client_id: str
+    scopes: tuple[str, ...]
+    jti: str
+    issued_at: int
+    expires_at: int
+    issuer: str
+    audience: tuple[str, ...]
+    claims: dict[str, Any] = field(default_factory=dict)
+    opaque: bool = False
+
+    @property
+    def scope(self) -> str:
+        """The scopes as one space-separated string (RFC 6749 §3.3)."""
+        return " ".join(self.scopes)
+
+    def has_scopes(self, required: Iterable[str]) -> bool:
+        """Whether every scope in ``required`` was granted."""
+        return set(required).issubset(self.scopes)
+
+
+class TokenRejected(Exception):
+    """The token is not valid; the message says why (safe to show to the caller)."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    token: AccessToken
+    checked_at: float
+
+
+class TokenService:
+    """Issues, verifies and revokes the access tokens of one app."""
+
+    def __init__(self, settings: Settings, models: Models, db: Any, keys: KeyStore):
+        self.settings = settings
+        self.models = models
+        self.db = db
+        self.keys = keys
+        self._cache: dict[str, _Entry] = {}
+
+    # -- issuing ---------------------------------------------------------------------------
+    def issue(self, client: Any, scope: str, issuer: str, audience: str) -> dict[str, Any]:
+        """Create a token for ``client`` and return the RFC 6749 §5.1 response members.
+
+        An opaque token is added to the session; the caller commits it.
+        """
+        lifetime = self.settings.access_token_expires_in
+        # A token issued in the same second as a client-wide revocation must still count as
+        # newer than that revocation (``tokens_valid_after`` is rounded up to whole seconds).
+        issued_at = max(int(time.time()), client.tokens_valid_after)
+        expires_at = issued_at + lifetime
+        jti = secrets.token_urlsafe(16)
+        if self.settings.token_format == "opaque":
+            access_token = generate_opaque_token()
+            self.db.session.add(
+                self.models.opaque_token(
+                    token_hash=hash_token(access_token),
+                    jti=jti,
+                    client_id=client.client_id,
+                    scope=scope,
+                    audience=audience,
+                    issuer=issuer,
+                    issued_at=issued_at,
+                    expires_at=expires_at,
+                )
+            )
+        else:
+            key = self.keys.signing_key()
+            header = {"alg": self.settings.signing_alg, "typ": "at+jwt", "kid": key.kid}
+            claims = {
+                "iss": issuer,
+                "exp": expires_at,
+                "aud": audience,
+                "sub": client.client_id,
+                "client_id": client.client_id,
+                "iat": issued_at,
+                "jti": jti,
+                "scope": scope,
+            }
+            access_token = jwt.encode(header, claims, key, registry=JWS_REGISTRY)
+        return {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_at - int(time.time()),
+            "scope": scope,
+        }
+
+    # -- reading ---------------------------------------------------------------------------
+    def decode(self, token_string: str) -> AccessToken:
+        """Check the token's form and signature (JWT) or find it (opaque); no state checks.
+
+        :raises TokenRejected: if it is malformed, forged or unknown.
+        """
+        if not token_string or len(token_string) > _MAX_TOKEN_LENGTH:
+            raise TokenRejected("The access token is malformed.")
+        if token_string.startswith(OPAQUE_TOKEN_PREFIX):
+            return self._find_opaque(token_string)
+        return self._decode_jwt(token_string)
+
+    def _resolve_key(self, obj: Any) -> Key:
+        kid = obj.headers().get("kid")
+        key = self.keys.public_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenRejected("The access token was signed by an unknown key.")
+        return key
+
+    def _decode_jwt(self, token_string: str) -> AccessToken:
+        try:
+            token = jwt.decode(token_string, self._resolve_key, registry=JWS_REGISTRY)
+        except (JoseError, ValueError, TypeError, UnicodeError) as exc:
+            raise TokenRejected("The access token is malformed or its signature is invalid.") from exc
+        if str(token.header.get("typ", "")).lower() not in AT_JWT_TYPES:
+            raise TokenRejected("The token is not an RFC 9068 access token (typ).")
+        claims = token.claims
+        try:
+            aud = claims["aud"]
+            audience = (aud,) if isinstance(aud, str) else tuple(str(a) for a in aud)
+            scope = claims.get("scope") or ""
+            result = AccessToken(
+                client_id=str(claims["client_id"]),
+                scopes=tuple(str(scope).split()),
+                jti=str(claims["jti"]),
+                issued_at=int(claims["iat"]),
+                expires_at=int(claims["exp"]),
+                issuer=str(claims["iss"]),
+                audience=audience,
+                claims=dict(claims),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TokenRejected("The access token lacks a required claim.") from exc
+        if claims.get("sub") != result.client_id:
+            raise TokenRejected("The access token's sub does not name its client.")
+        return result
+
+    def _find_opaque(self, token_string: str) -> AccessToken:
+        row = self.db.session.get(self.models.opaque_token, hash_token(token_string))
+        if row is None:
+            raise TokenRejected("The access token is unknown.")
+        return AccessToken(
+            client_id=row.client_id,
+            scopes=tuple(row.scope.split()),
+            jti=row.jti,
+            issued_at=row.issued_at,
+            expires_at=row.expires_at,
+            issuer=row.issuer,
+            audience=(row.audience,),
+            claims={
+                "iss": row.issuer,
+                "exp": row.expires_at,
+                "aud": row.audience,
+                "sub": row.client_id,
+                "client_id": row.client_id,
+                "iat": row.issued_at,
+                "jti": row.jti,
+                "scope": row.scope,
+            },
+            opaque=True,
+        )
+
+    def check_claims(self, token: AccessToken, issuer: str, audience: str | None) -> None:
+        """RFC 9068 §4: issuer, audience (unless None), expiry and issue time.
+
+        :raises TokenRejected: if any does not hold.
+        """
+        now = time.time()
+        leeway = self.settings.leeway
+        if token.issuer != issuer:
+            raise TokenRejected("The access token was issued by another issuer.")
+        if audience is not None and audience not in token.audience:
+            raise TokenRejected("The access token is meant for another audience.")
+        if token.expires_at + leeway <= now:
+            raise TokenRejected("The access token has expired.")
+        if token.issued_at - leeway > now:
+            raise TokenRejected("The access token is not valid yet.")
+
+    def check_state(self, token: AccessToken) -> None:
+        """Revocation and client state, read from the database.
+
+        :raises TokenRejected: if the token or its client no longer is valid.
+        """
+        session = self.db.session
+        client = session.get(self.models.client, token.client_id)
+        if client is None or not client.is_active():
+            raise TokenRejected("The client of this access token is disabled or gone.")
+        if token.issued_at < client.tokens_valid_after:
+            raise TokenRejected("The access token has been revoked.")
+        if token.opaque:
+            model = self.models.opaque_token
+            revoked = session.scalar(select(model.revoked).where(model.jti == token.jti))
+            revoked = revoked is None or revoked  # a deleted row is as good as revoked
+        else:
+            revoked = session.get(self.models.revoked_token, token.jti) is not None
+        if revoked:
+            raise TokenRejected("The access token has been revoked.")
+
+    def authenticate(self, token_string: str, issuer: str, audience: str) -> AccessToken:
+        """The verified token for ``token_string``, answered from the cache when it can be.
+
+        :raises TokenRejected: with the reason the token is refused.
+        """
+        entry = self._cache.get(token_string)
+        now = time.monotonic()
+        if entry is None:
+            token = self.decode(token_string)
+            self.check_claims(token, issuer, audience)
+            self.check_state(token)
+            self._remember(token_string, _Entry(token, now))
+            return token
+        self.check_claims(entry.token, issuer, audience)
+        if now - entry.checked_at >= self.settings.state_cache_seconds:
+            try:
+                self.check_state(entry.token)
+            except TokenRejected:
+                self._cache.pop(token_string, None)
+                raise
+            entry.checked_at = now
+        return entry.token
+
+    def _remember(self, token_string: str, entry: _Entry) -> None:
+        limit = self.settings.token_cache_size
+        if limit == 0 or self.settings.state_cache_seconds == 0:
+            return
+        if len(self._cache) >= limit:
+            self._evict()
+        self._cache[token_string] = entry
+
+    def _evict(self) -> None:
+        """Drop expired entries, then the older half if the cache is still full."""
+        now = time.time()
+        for key, entry in list(self._cache.items()):
+            if entry.token.expires_at <= now:
+                self._cache.pop(key, None)
+        if len(self._cache) >= self.settings.token_cache_size:
+            for key in list(self._cache)[: len(self._cache) // 2 + 1]:
+                self._cache.pop(key, None)
+
+    def forget_client(self, client_id: str) -> None:
+        """Drop this process's cached tokens of ``client_id`` (after a disable or delete)."""
+        for key, entry in list(self._cache.items()):
+            if entry.token.client_id == client_id:
+                self._cache.pop(key, None)
+
+    # -- revoking --------------------------------------------------------------------------
+    def revoke(self, token_string: str, token: AccessToken) -> None:
+        """Revoke ``token`` (RFC 7009 §2) and commit."""
+        self._cache.pop(token_string, None)
+        session = self.db.session
+        if not token.opaque:
+            model = self.models.revoked_token
+            session.execute(delete(model).where(model.expires_at < int(time.time())))
+            if session.get(model, token.jti) is None:
+                session.add(model(jti=token.jti, client_id=token.client_id, expires_at=token.expires_at))
+        else:
+            row = session.get(self.models.opaque_token, hash_token(token_string))
+            if row is not None:
+                row.revoked = True
+        try:
+            session.commit()
+        except IntegrityError:  # revoked concurrently by another request: same outcome
+            session.rollback()
