@@ -15,7 +15,8 @@ from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
-from flask_m2m import M2M, current_token, require_scope
+from flask_m2m import M2M, clients, current_token, require_scope
+from flask_m2m.extension import get_state
 
 
 class Base(DeclarativeBase):
@@ -24,6 +25,9 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 m2m = M2M()
+
+DEMO_NAME = "demo"
+READ_TOKEN = """python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'"""
 
 #: The example's in-memory "items" store (an API needs something to protect).
 ITEMS: list[dict[str, Any]] = []
@@ -86,4 +90,35 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         ITEMS.append(item)
         return item, 201
 
+    @app.cli.command("demo")
+    def demo() -> None:
+        """Create (or give a new secret to) the client "demo" and print how to get a token."""
+        _print_demo_client(app)
+
     return app
+
+
+def _print_demo_client(app: Flask) -> None:
+    state = get_state(app)
+    existing = [c for c in clients.list_clients(state) if c.name == DEMO_NAME]
+    if existing:
+        client, secret = clients.rotate_secret(state, existing[0].client_id)
+    else:
+        client, secret = clients.create_client(state, name=DEMO_NAME, scopes="read write")
+    base = "http://{}:{}".format(
+        os.environ.get("FLASK_RUN_HOST", "127.0.0.1"), os.environ.get("FLASK_RUN_PORT", "5000")
+    )
+    print(
+        f"""
+Demo client (scopes: {client.scope}); its secret is shown only now:
+  client_id:     {client.client_id}
+  client_secret: {secret}
+
+Get a token and call the API (in another terminal, once the server below is up):
+  TOKEN=$(curl -s -u '{client.client_id}:{secret}' -d grant_type=client_credentials \\
+          {base}/m2m/token | {READ_TOKEN})
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/whoami
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/items
+""",
+        flush=True,
+    )

@@ -58,7 +58,8 @@ def _expiry(expires_in_days: int | None) -> datetime | None:
 
 
 def _check_secret(secret: str) -> str:
-    if not MIN_IMPORTED_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH or not secret.isprintable():
+    size_ok = MIN_IMPORTED_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH
+    if not size_ok or not secret.isprintable():
         raise InvalidClientData(
             f"An imported secret must be {MIN_IMPORTED_SECRET_LENGTH} to {MAX_SECRET_LENGTH} "
             "printable characters."

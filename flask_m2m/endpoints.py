@@ -56,7 +56,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             return None
 
     def check_permission(self, token: AccessToken, client: Any, oauth_request: Any) -> bool:
-        return token.client_id == client.client_id
+        return bool(token.client_id == client.client_id)
 
     def create_introspection_payload(self, token: AccessToken | None) -> dict[str, Any]:
         state = _state()

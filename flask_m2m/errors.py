@@ -43,9 +43,9 @@ class JSONHTTPError(M2MError, HTTPException):
         """The JSON object of the response."""
         return {"error": self.error, "error_description": self.description}
 
-    def get_response(
+    def get_response(  # type: ignore[override]
         self, environ: Any = None, scope: Any = None
-    ) -> SansioResponse:  # werkzeug's signature
+    ) -> SansioResponse:
         headers = {"Content-Type": "application/json", **NO_STORE, **self.extra_headers}
         return Response(json.dumps(self.body()), status=self.code, headers=headers)
 

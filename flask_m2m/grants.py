@@ -15,8 +15,12 @@ from urllib.parse import unquote_plus
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, InvalidScopeError
-from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    grants,
+)
 from flask import Response, current_app, json
 from flask import request as flask_request
 
@@ -32,7 +36,7 @@ SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
-class _FormPayload(FlaskOAuth2Payload):
+class _FormPayload(FlaskOAuth2Payload):  # type: ignore[misc]
     """RFC 6749 §2.3.1 / §3.2: parameters come from the body only, never from the URL."""
 
     @property
@@ -40,7 +44,7 @@ class _FormPayload(FlaskOAuth2Payload):
         return self._request.form
 
 
-class _FormRequest(FlaskOAuth2Request):
+class _FormRequest(FlaskOAuth2Request):  # type: ignore[misc]
     def __init__(self, request: Any):
         super().__init__(request)
         self.payload = _FormPayload(request)
@@ -135,7 +139,7 @@ def _client_secret_post(state: M2MState) -> Any:
     return authenticate_client(state, client_id, secret, basic=False)
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     """RFC 6749 §4.4 with both secret methods and strict scope handling (§3.3)."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
@@ -180,8 +184,11 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         super().__init__()
         self.state = state
         self.register_grant(ClientCredentialsGrant)
-        self.register_client_auth_method("client_secret_basic", lambda qc, r: _client_secret_basic(state))
-        self.register_client_auth_method("client_secret_post", lambda qc, r: _client_secret_post(state))
+        for method, authenticate in (
+            ("client_secret_basic", _client_secret_basic),
+            ("client_secret_post", _client_secret_post),
+        ):
+            self.register_client_auth_method(method, lambda qc, r, f=authenticate: f(state))
         self.register_token_generator("default", self._generate_token)
 
     def query_client(self, client_id: str) -> Any:

@@ -30,7 +30,7 @@ _UNKNOWN_KID_REFRESH_SECONDS = 2.0
 
 
 def generate_key(alg: str) -> Key:
-    """A new private key for ``alg``, with ``kid`` (its RFC 7638 thumbprint), ``alg`` and ``use``."""
+    """A new private key for ``alg`` with ``kid`` (RFC 7638 thumbprint), ``alg`` and ``use``."""
     key: Key
     if alg == "RS256":
         key = RSAKey.generate_key(2048, private=True)
@@ -104,7 +104,7 @@ class KeyStore:
     # -- loading ---------------------------------------------------------------------------
     def _load_configured(self, jwks: dict[str, Any]) -> None:
         try:
-            keyset = KeySet.import_key_set(jwks)
+            keyset = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         except Exception as exc:
             raise ConfigurationError(f"M2M_SIGNING_KEYS cannot be imported: {exc}") from exc
         for key in keyset:
@@ -139,6 +139,7 @@ class KeyStore:
                 if row.retired_at is None or row.retired_at > now - self.retention:
                     public[row.kid] = self._public.get(row.kid) or import_key(row.public_jwk)
             active = self._active(rows)
+            assert active is not None
             signing = self._private_cache.get(active.kid)
             if signing is None:
                 signing = self._decrypt(active.private_jwk_encrypted)

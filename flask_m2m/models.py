@@ -150,16 +150,16 @@ def default_models(db: Any) -> Models:
     """The default models on ``db`` (tables ``m2m_*``), defined once per ``db`` object."""
     if db not in _defaults:
 
-        class Client(ClientMixin, db.Model):  # type: ignore[name-defined,misc]
+        class Client(ClientMixin, db.Model):  # type: ignore[misc]
             __tablename__ = "m2m_clients"
 
-        class SigningKey(SigningKeyMixin, db.Model):  # type: ignore[name-defined,misc]
+        class SigningKey(SigningKeyMixin, db.Model):  # type: ignore[misc]
             __tablename__ = "m2m_signing_keys"
 
-        class RevokedToken(RevokedTokenMixin, db.Model):  # type: ignore[name-defined,misc]
+        class RevokedToken(RevokedTokenMixin, db.Model):  # type: ignore[misc]
             __tablename__ = "m2m_revoked_tokens"
 
-        class OpaqueToken(OpaqueTokenMixin, db.Model):  # type: ignore[name-defined,misc]
+        class OpaqueToken(OpaqueTokenMixin, db.Model):  # type: ignore[misc]
             __tablename__ = "m2m_opaque_tokens"
 
         _defaults[db] = Models(Client, SigningKey, RevokedToken, OpaqueToken)

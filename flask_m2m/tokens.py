@@ -162,7 +162,7 @@ class TokenService:
         try:
             token = jwt.decode(token_string, self._resolve_key, registry=JWS_REGISTRY)
         except (JoseError, ValueError, TypeError, UnicodeError) as exc:
-            raise TokenRejected("The access token is malformed or its signature is invalid.") from exc
+            raise TokenRejected("The token is malformed or its signature is invalid.") from exc
         if str(token.header.get("typ", "")).lower() not in AT_JWT_TYPES:
             raise TokenRejected("The token is not an RFC 9068 access token (typ).")
         claims = token.claims
@@ -303,11 +303,12 @@ class TokenService:
             model = self.models.revoked_token
             session.execute(delete(model).where(model.expires_at < int(time.time())))
             if session.get(model, token.jti) is None:
-                session.add(model(jti=token.jti, client_id=token.client_id, expires_at=token.expires_at))
+                row = model(jti=token.jti, client_id=token.client_id, expires_at=token.expires_at)
+                session.add(row)
         else:
-            row = session.get(self.models.opaque_token, hash_token(token_string))
-            if row is not None:
-                row.revoked = True
+            stored = session.get(self.models.opaque_token, hash_token(token_string))
+            if stored is not None:
+                stored.revoked = True
         try:
             session.commit()
         except IntegrityError:  # revoked concurrently by another request: same outcome
