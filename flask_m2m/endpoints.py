@@ -3,6 +3,7 @@ JWKS (RFC 7517) and authorization-server metadata (RFC 8414)."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+#: Parameter names safe to echo in an error description (RFC 6749 §5.2 character set).
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
 
 
 def _state() -> M2MState:
@@ -87,6 +90,10 @@ def _oauth_error(error: OAuth2Error) -> Response:
     return response
 
 
+def _too_large() -> Response:
+    return _oauth_error(InvalidRequestError("The request body is too large.", status_code=413))
+
+
 def _refuse_bad_form() -> Response | None:
     """The checks every protocol POST passes before Authlib sees it (RFC 6749 §3.2, §4.4.2)."""
     limit = _state().settings.max_request_bytes
@@ -95,21 +102,25 @@ def _refuse_bad_form() -> Response | None:
         response.headers["Allow"] = "POST"
         return response
     if request.content_length is not None and request.content_length > limit:
-        return _oauth_error(InvalidRequestError("The request body is too large.", status_code=413))
+        return _too_large()
     if request.mimetype != FORM_TYPE:
         return _oauth_error(InvalidRequestError(f"The body must be {FORM_TYPE}."))
     request.max_content_length = limit
     try:
-        request.get_data(cache=True).decode("utf-8")  # kept for the form parser below
+        # A streamed body is cut at the limit rather than refused, hence the length check.
+        if len(request.get_data(cache=True)) >= limit:  # cached for the form parser below
+            return _too_large()
+        request.get_data(cache=True).decode("utf-8")
         form = request.form
     except RequestEntityTooLarge:
-        return _oauth_error(InvalidRequestError("The request body is too large.", status_code=413))
+        return _too_large()
     except UnicodeDecodeError:
         return _oauth_error(InvalidRequestError("The body is not valid UTF-8."))
     repeated = [name for name, values in form.lists() if len(values) > 1]
     if repeated:
         # RFC 6749 §3.2: parameters MUST NOT be included more than once.
-        return _oauth_error(InvalidRequestError(f"Repeated parameter: {repeated[0]}."))
+        name = repeated[0] if SAFE_NAME.fullmatch(repeated[0]) else "(unprintable)"
+        return _oauth_error(InvalidRequestError(f"Repeated parameter: {name}."))
     if any("\x00" in value or "\ufffd" in value for value in form.values()):
         return _oauth_error(InvalidRequestError("A parameter holds NUL or invalid UTF-8."))
     return None

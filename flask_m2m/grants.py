@@ -153,7 +153,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             return
         tokens = requested.split(" ")
         if not all(SCOPE_TOKEN.fullmatch(t) for t in tokens):
-            raise InvalidScopeError("The scope parameter is malformed (RFC 6749 §3.3).")
+            raise InvalidScopeError("The scope parameter is malformed.")
         refused = [t for t in tokens if t not in allowed]
         if refused:
             raise InvalidScopeError(f"Scope not allowed for this client: {' '.join(refused)}.")
