@@ -105,10 +105,11 @@ def _refuse_bad_form() -> Response | None:
         return _too_large()
     if request.mimetype != FORM_TYPE:
         return _oauth_error(InvalidRequestError(f"The body must be {FORM_TYPE}."))
-    request.max_content_length = limit
+    # A streamed body is cut at the reading limit rather than refused: read one byte more
+    # than allowed, and refuse what reached it.
+    request.max_content_length = limit + 1
     try:
-        # A streamed body is cut at the limit rather than refused, hence the length check.
-        if len(request.get_data(cache=True)) >= limit:  # cached for the form parser below
+        if len(request.get_data(cache=True)) > limit:  # cached for the form parser below
             return _too_large()
         request.get_data(cache=True).decode("utf-8")
         form = request.form

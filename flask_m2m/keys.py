@@ -92,7 +92,7 @@ class KeyStore:
             now = time.monotonic()
             if now - self._unknown_kid_at >= _UNKNOWN_KID_REFRESH_SECONDS:
                 self._unknown_kid_at = now
-                self.refresh()
+                self.refresh(wait=True)
                 key = self._public.get(kid)
         return key
 
@@ -107,10 +107,11 @@ class KeyStore:
             keyset = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         except Exception as exc:
             raise ConfigurationError(f"M2M_SIGNING_KEYS cannot be imported: {exc}") from exc
+        alg = self.settings.signing_alg
         for key in keyset:
             key.ensure_kid()
-            self._public[str(key.kid)] = import_key(public_jwk(key))
-        alg = self.settings.signing_alg
+            published = {"alg": key.get("alg", alg), "use": "sig", **public_jwk(key)}
+            self._public[str(key.kid)] = import_key(published)
         for key in keyset:
             if key.is_private and key.get("alg", alg) == alg:
                 self._signing = import_key({**key.as_dict(private=True), "alg": alg})
@@ -123,11 +124,24 @@ class KeyStore:
         if time.monotonic() - self._loaded_at >= self.settings.key_refresh_seconds:
             self.refresh()
 
-    def refresh(self) -> None:
-        """Re-read the key table (creating a signing key if none is active)."""
+    def refresh(self, wait: bool = False) -> None:
+        """Re-read the key table (creating a signing key if none is active).
+
+        :param wait: wait for a reload under way in another thread rather than skip this one.
+        """
         if self.from_config:
             return
-        with self._lock, self._session() as session:
+        # While one thread reloads, the others keep using the keys they have (and hold no
+        # second database connection meanwhile).
+        if not self._lock.acquire(blocking=wait or self._signing is None):
+            return
+        try:
+            self._reload()
+        finally:
+            self._lock.release()
+
+    def _reload(self) -> None:
+        with self._session() as session:
             model = self.models.signing_key
             rows = list(session.execute(select(model)).scalars())
             if not self._active(rows):
@@ -206,5 +220,5 @@ class KeyStore:
             )
             session.execute(update(model).where(model.retired_at.is_(None)).values(retired_at=now))
             self._insert(session, key)  # commits the retirements too
-        self.refresh()
+        self.refresh(wait=True)
         return str(key.kid)

@@ -1,0 +1,367 @@
+"""RFC 9068 JWT access tokens, checked with PyJWT, a JOSE library independent of the server's."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from conftest import basic_auth, bearer, fetch_token, make_app, register
+from flask import Flask
+from joserfc.jwk import ECKey
+from sqlalchemy import select, update
+
+from flask_m2m.errors import ConfigurationError
+from flask_m2m.extension import get_state
+from flask_m2m.models import utcnow
+
+ISSUER = "https://issuer.test"
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
+KTY = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
+OTHER_SECRET_KEY = "another-secret-key-fedcba9876543210"
+
+
+def _token(app: Flask, creds: dict[str, Any], scope: str | None = None) -> str:
+    return fetch_token(app.test_client(), creds, scope)
+
+
+def _whoami(app: Flask, token: str) -> Any:
+    return app.test_client().get("/api/whoami", headers=bearer(token))
+
+
+def _jwks(app: Flask) -> dict[str, Any]:
+    response = app.test_client().get("/m2m/jwks.json")
+    assert response.status_code == 200
+    data: dict[str, Any] = response.get_json()
+    return data
+
+
+def _kids(app: Flask) -> set[str]:
+    return {key["kid"] for key in _jwks(app)["keys"]}
+
+
+def _rotate(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["m2m", "rotate-keys"])
+    assert result.exit_code == 0, result.output
+
+
+def _key_rows(app: Flask) -> list[Any]:
+    with app.app_context():
+        state = get_state(app)
+        model = state.models.signing_key
+        return list(state.db.session.execute(select(model)).scalars())
+
+
+def _verify(url: str, token: str, alg: str, audience: str = ISSUER) -> dict[str, Any]:
+    """Verify ``token`` with PyJWT, fetching the key from the JWKS at ``url`` over HTTP."""
+    signing_key = jwt.PyJWKClient(url, cache_keys=False).get_signing_key_from_jwt(token)
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        signing_key.key,
+        algorithms=[alg],
+        audience=audience,
+        issuer=ISSUER,
+        options={"require": ["iss", "exp", "aud", "sub", "iat", "jti"]},
+    )
+    return claims
+
+
+def test_header_and_claims(app: Flask, registered_client: dict[str, Any]) -> None:
+    """RFC 9068 §2.1 (typ at+jwt, alg, kid) and §2.2 (iss, exp, aud, sub, client_id, iat, jti,
+    scope); the kid names a key of the JWKS (RFC 7517 §4.5)."""
+    response = app.test_client().post(
+        "/m2m/token",
+        data={"grant_type": "client_credentials", "scope": "read"},
+        headers=basic_auth(registered_client["client_id"], registered_client["client_secret"]),
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    token = body["access_token"]
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "at+jwt"
+    assert header["alg"] == "RS256"
+    assert header["kid"] in _kids(app)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    client_id = registered_client["client_id"]
+    assert claims["iss"] == ISSUER
+    assert claims["aud"] == ISSUER
+    assert claims["sub"] == client_id
+    assert claims["client_id"] == client_id
+    assert claims["scope"] == "read"
+    assert isinstance(claims["iat"], int) and isinstance(claims["exp"], int)
+    assert claims["exp"] - claims["iat"] == 3600
+    assert 0 < body["expires_in"] <= 3600
+    assert isinstance(claims["jti"], str) and claims["jti"]
+    other = jwt.decode(_token(app, registered_client), options={"verify_signature": False})
+    assert other["jti"] != claims["jti"]
+    assert other["scope"] == "read write"
+
+
+def test_audience_setting(app_factory: Callable[..., Flask], live_server_factory: Any) -> None:
+    """RFC 9068 §2.2 / §3: ``aud`` is M2M_AUDIENCE when set, and the resource accepts it."""
+    app = app_factory(M2M_AUDIENCE="https://api.test")
+    server = live_server_factory(app)
+    token = _token(app, register(app))
+    claims = _verify(server.url + "/m2m/jwks.json", token, "RS256", audience="https://api.test")
+    assert claims["aud"] == "https://api.test"
+    assert claims["iss"] == ISSUER
+    assert _whoami(app, token).status_code == 200
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_signing_algorithms_verify_with_pyjwt(
+    app_factory: Callable[..., Flask], live_server_factory: Any, alg: str
+) -> None:
+    """RFC 9068 §2.1 (alg) and §4 (validation with the JWKS fetched over HTTP, RFC 7517 §5)."""
+    app = app_factory(M2M_SIGNING_ALG=alg)
+    server = live_server_factory(app)
+    creds = register(app)
+    token = _token(app, creds, "read")
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == alg
+    assert header["typ"] == "at+jwt"
+    claims = _verify(server.url + "/m2m/jwks.json", token, alg)
+    assert claims["sub"] == claims["client_id"] == creds["client_id"]
+    assert claims["scope"] == "read"
+    jwk = next(k for k in _jwks(app)["keys"] if k["kid"] == header["kid"])
+    assert jwk["kty"] == KTY[alg]
+    assert jwk["alg"] == alg
+    response = _whoami(app, token)
+    assert response.status_code == 200
+    assert response.get_json()["client_id"] == creds["client_id"]
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_jwks_publishes_public_members_only(app_factory: Callable[..., Flask], alg: str) -> None:
+    """RFC 7517 §4 / §5 (kid, kty, use "sig", alg on every key; no private member, §9.1)."""
+    app = app_factory(M2M_SIGNING_ALG=alg)
+    _token(app, register(app))
+    _rotate(app)  # a retired key and the active one
+    response = app.test_client().get("/m2m/jwks.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.headers.get("Cache-Control")
+    keys = response.get_json()["keys"]
+    assert len(keys) == 2
+    for key in keys:
+        assert key["kid"] and key["kty"] == KTY[alg]
+        assert key["use"] == "sig"
+        assert key["alg"] == alg
+        assert not set(PRIVATE_MEMBERS) & set(key), key
+
+
+def test_signing_keys_stored_encrypted(app: Flask, registered_client: dict[str, Any]) -> None:
+    """RFC 7516 §7.1: the private JWK is stored as a JWE compact serialization; no private
+    member value is stored in clear (RFC 7517 §9.1)."""
+    _token(app, registered_client)
+    with app.app_context():
+        private = get_state(app).keys.signing_key().as_dict(private=True)
+    secrets_ = [private[m] for m in PRIVATE_MEMBERS if m in private]
+    assert secrets_
+    rows = _key_rows(app)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.kid == private["kid"]
+    parts = row.private_jwk_encrypted.split(".")
+    assert len(parts) == 5
+    protected = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    assert "enc" in protected
+    for value in secrets_:
+        assert value not in row.private_jwk_encrypted
+        assert value not in json.dumps(row.public_jwk)
+
+
+def test_other_secret_key_cannot_decrypt(
+    app_factory: Callable[..., Flask], shared_database_url: str
+) -> None:
+    """RFC 7516 §5.2: a key encrypted under one SECRET_KEY cannot be decrypted under another;
+    flask-m2m documents a ConfigurationError, and the stored key is left untouched."""
+    first = app_factory(database_url=shared_database_url)
+    second = app_factory(database_url=shared_database_url, SECRET_KEY=OTHER_SECRET_KEY)
+    token = _token(first, register(first))
+    kid = jwt.get_unverified_header(token)["kid"]
+    creds = register(second)  # hashed under the second app's key, so it authenticates there
+    with pytest.raises(ConfigurationError):
+        second.test_client().post(
+            "/m2m/token",
+            data={"grant_type": "client_credentials"},
+            headers=basic_auth(creds["client_id"], creds["client_secret"]),
+        )
+    assert [row.kid for row in _key_rows(first)] == [kid]
+    assert _whoami(first, token).status_code == 200
+
+
+#: access_token_expires_in + key_refresh_seconds + leeway, with the defaults.
+RETENTION = timedelta(seconds=3600 + 60 + 30)
+
+
+def _retire(app: Flask, kid: str, ago: timedelta) -> None:
+    """Mark key ``kid`` as retired ``ago`` (instead of waiting that long)."""
+    with app.app_context():
+        state = get_state(app)
+        model = state.models.signing_key
+        state.db.session.execute(
+            update(model).where(model.kid == kid).values(retired_at=utcnow() - ago)
+        )
+        state.db.session.commit()
+
+
+def test_rotate_keys(app: Flask, registered_client: dict[str, Any]) -> None:
+    """RFC 7517 §5 / RFC 9068 §4: after rotation both the old and the new key are published
+    and both tokens validate; a key retired longer than the retention ago is unpublished, one
+    retired more recently stays."""
+    token_a = _token(app, registered_client)
+    _rotate(app)
+    token_b = _token(app, registered_client)
+    kid_a = jwt.get_unverified_header(token_a)["kid"]
+    kid_b = jwt.get_unverified_header(token_b)["kid"]
+    assert kid_a != kid_b
+    assert _whoami(app, token_a).status_code == 200
+    assert _whoami(app, token_b).status_code == 200
+    assert {kid_a, kid_b} <= _kids(app)
+
+    _retire(app, kid_a, RETENTION + timedelta(minutes=1))
+    _rotate(app)
+    token_c = _token(app, registered_client)
+    kid_c = jwt.get_unverified_header(token_c)["kid"]
+    kids = _kids(app)
+    assert kid_a not in kids
+    assert {kid_b, kid_c} <= kids
+    assert kid_a not in {row.kid for row in _key_rows(app)}
+    assert _whoami(app, token_b).status_code == 200
+    assert _whoami(app, token_c).status_code == 200
+
+    _retire(app, kid_b, RETENTION - timedelta(minutes=1))  # some of its tokens may be alive
+    _rotate(app)
+    assert {kid_b, kid_c} <= _kids(app)
+    assert _whoami(app, token_b).status_code == 200
+
+
+def test_instances_on_one_database_share_keys(
+    app_factory: Callable[..., Flask], shared_database_url: str
+) -> None:
+    """RFC 9068 §4: every instance validates every instance's tokens from one shared JWKS;
+    a kid it has not seen yet (after a rotation elsewhere) makes it reload the keys."""
+    one = app_factory(database_url=shared_database_url)
+    two = app_factory(database_url=shared_database_url)
+    creds = register(one)
+    token_one = _token(one, creds)
+    token_two = _token(two, creds)
+    assert _whoami(two, token_one).status_code == 200
+    assert _whoami(one, token_two).status_code == 200
+
+    def by_kid(app: Flask) -> list[dict[str, Any]]:
+        return sorted(_jwks(app)["keys"], key=lambda k: k["kid"])
+
+    assert by_kid(one) == by_kid(two)
+    _rotate(one)
+    token_new = _token(one, creds)
+    assert (
+        jwt.get_unverified_header(token_new)["kid"] != jwt.get_unverified_header(token_one)["kid"]
+    )
+    response = _whoami(two, token_new)
+    assert response.status_code == 200
+    assert response.get_json()["client_id"] == creds["client_id"]
+    assert by_kid(one) == by_kid(two)
+    assert _whoami(one, _token(two, creds)).status_code == 200
+
+
+def _rfc7638_thumbprint(jwk: dict[str, Any]) -> str:
+    members = {name: jwk[name] for name in ("crv", "kty", "x", "y")}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":")).encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("with_kid", [True, False], ids=["kid", "thumbprint"])
+def test_keys_from_config(
+    app_factory: Callable[..., Flask], live_server_factory: Any, with_kid: bool
+) -> None:
+    """RFC 7517 §5 / RFC 9068 §2.1: keys given in M2M_SIGNING_KEYS sign the tokens, only their
+    public part is published, and the kid is the one given (else the RFC 7638 thumbprint)."""
+    private = {**ECKey.generate_key("P-256", private=True).as_dict(private=True), "alg": "ES256"}
+    if with_kid:
+        private["kid"] = "configured-es256"
+    expected_kid = private["kid"] if with_kid else _rfc7638_thumbprint(private)
+    app = app_factory(M2M_SIGNING_ALG="ES256", M2M_SIGNING_KEYS={"keys": [private]})
+    server = live_server_factory(app)
+    token = _token(app, register(app))
+    header = jwt.get_unverified_header(token)
+    assert header["kid"] == expected_kid
+    assert header["alg"] == "ES256"
+    keys = _jwks(app)["keys"]
+    assert len(keys) == 1
+    assert keys[0]["kid"] == expected_kid
+    assert "d" not in keys[0]
+    assert (keys[0]["x"], keys[0]["y"]) == (private["x"], private["y"])
+    public = jwt.PyJWK({k: v for k, v in private.items() if k != "d"})
+    jwt.decode(token, public.key, algorithms=["ES256"], audience=ISSUER, issuer=ISSUER)
+    _verify(server.url + "/m2m/jwks.json", token, "ES256")
+    assert _whoami(app, token).status_code == 200
+
+    result = app.test_cli_runner().invoke(args=["m2m", "rotate-keys"])
+    assert result.exit_code != 0
+    assert "M2M_SIGNING_KEYS" in result.output
+    assert _key_rows(app) == []
+    assert jwt.get_unverified_header(_token(app, register(app)))["kid"] == expected_kid
+
+
+def test_configured_bare_key_is_published_with_alg_and_use(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """RFC 7517 §4.2 / §4.4 and RFC 8725 §3.1 (one algorithm per key): a key given in
+    M2M_SIGNING_KEYS without "alg"/"use" is published like a generated one, with the alg it
+    signs with and use "sig"."""
+    private = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+    app = app_factory(M2M_SIGNING_ALG="ES256", M2M_SIGNING_KEYS={"keys": [private]})
+    token = _token(app, register(app))
+    assert jwt.get_unverified_header(token)["alg"] == "ES256"
+    (key,) = _jwks(app)["keys"]
+    assert "d" not in key
+    assert key["kid"] == jwt.get_unverified_header(token)["kid"]
+    assert key["alg"] == "ES256"
+    assert key["use"] == "sig"
+
+
+def test_opaque_tokens(app_factory: Callable[..., Flask]) -> None:
+    """RFC 6749 §1.4 / §4.4.3: an opaque token (no JWT structure) that the database keeps only
+    as a SHA-256 hash, and that the protected resource accepts (RFC 6750 §2.1)."""
+    app = app_factory(M2M_TOKEN_FORMAT="opaque")
+    creds = register(app)
+    token = _token(app, creds)
+    assert token.startswith("m2mat_")
+    assert "." not in token
+    response = _whoami(app, token)
+    assert response.status_code == 200
+    assert response.get_json()["client_id"] == creds["client_id"]
+    with app.app_context():
+        state = get_state(app)
+        session = state.db.session
+        rows = list(session.execute(select(state.models.opaque_token)).scalars())
+        assert [row.token_hash for row in rows] == [hashlib.sha256(token.encode()).hexdigest()]
+        for table in state.db.metadata.sorted_tables:
+            for row in session.execute(select(table)).all():
+                assert all(token not in str(value) for value in row), table.name
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"M2M_TOKEN_FORMAT": "xml"},
+        {"M2M_SIGNING_ALG": "HS256"},
+        {"M2M_SIGNING_ALG": "none"},
+        {"M2M_CLIENT_SECRET_LENGTH": 31},
+        {"SECRET_KEY": None},
+        {"M2M_SIGNING_KEYS": {"keys": [{"kty": "oct", "k": "c2VjcmV0", "alg": "HS256"}]}},
+    ],
+    ids=["format", "alg-hs256", "alg-none", "secret-length", "no-secret-key", "no-private-key"],
+)
+def test_bad_configuration_fails_at_init(config: dict[str, Any]) -> None:
+    """RFC 9068 §2.1 (asymmetric signing only, never "none") and RFC 6749 §2.3.1 / §10.10
+    (strong client secrets): a bad setting is a ConfigurationError when the app is set up."""
+    with pytest.raises(ConfigurationError):
+        make_app(**config)
