@@ -11,9 +11,18 @@ from .errors import (
     InvalidToken,
     M2MError,
     MissingToken,
+    SecretConflict,
 )
 from .extension import M2M, M2MState
-from .models import ClientMixin, Models, OpaqueTokenMixin, RevokedTokenMixin, SigningKeyMixin
+from .models import (
+    AuditEventMixin,
+    ClientMixin,
+    ClientSecretMixin,
+    Models,
+    OpaqueTokenMixin,
+    RevokedTokenMixin,
+    SigningKeyMixin,
+)
 from .tokens import AccessToken
 
 __version__ = "0.1.0"
@@ -21,7 +30,9 @@ __version__ = "0.1.0"
 __all__ = [
     "M2M",
     "AccessToken",
+    "AuditEventMixin",
     "ClientMixin",
+    "ClientSecretMixin",
     "ClientNotFound",
     "ConfigurationError",
     "InsufficientScope",
@@ -30,6 +41,7 @@ __all__ = [
     "M2MError",
     "M2MState",
     "MissingToken",
+    "SecretConflict",
     "Models",
     "OpaqueTokenMixin",
     "RevokedTokenMixin",

@@ -2,37 +2,52 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 import click
 from flask.cli import AppGroup
 
-from . import clients, signals
-from .errors import ClientNotFound, ConfigurationError, InvalidClientData
+from . import audit, clients, signals
+from .errors import ClientNotFound, ConfigurationError, InvalidClientData, SecretConflict
 from .extension import M2MState, get_state
 
 m2m_cli = AppGroup("m2m", help="Manage flask-m2m clients and signing keys.")
 
 
 def _state() -> M2MState:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. in a container)
+        user = "unknown"
+    audit.set_actor(f"cli:{user}")
     return get_state()
 
 
-def _client_dict(client: Any, secret: str | None = None) -> dict[str, Any]:
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _client_dict(client: Any, issued: clients.IssuedSecret | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {"client_id": client.client_id}
-    if secret is not None:
-        data["client_secret"] = secret
+    if issued is not None:
+        data["client_secret"] = issued.plaintext
+        data["secret_id"] = issued.secret_id
+        data["secret_expires_at"] = _iso(issued.expires_at)
     data.update(
         name=client.name,
         scopes=client.scopes,
         disabled=client.disabled,
-        expires_at=client.expires_at.isoformat() if client.expires_at else None,
+        expires_at=_iso(client.expires_at),
         rate_limit=client.rate_limit,
+        access_token_expires_in=client.access_token_expires_in,
         metadata=client.client_metadata,
-        created_at=client.created_at.isoformat(),
-        updated_at=client.updated_at.isoformat(),
+        last_used_at=_iso(client.last_used_at),
+        created_at=_iso(client.created_at),
+        updated_at=_iso(client.updated_at),
     )
     return data
 
@@ -68,7 +83,7 @@ def create_client(
     """Create a client and print its id and secret (shown only this once)."""
     secret = sys.stdin.readline().rstrip("\r\n") if secret_stdin else None
     try:
-        client, plaintext = clients.create_client(
+        client, issued = clients.create_client(
             _state(),
             name=name,
             scopes=scope,
@@ -78,14 +93,19 @@ def create_client(
         )
     except InvalidClientData as exc:
         _fail(exc)
-    _print_secret(_client_dict(client, plaintext), as_json)
+    _print_secret(_client_dict(client, issued), as_json)
 
 
 @m2m_cli.command("list-clients")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def list_clients(as_json: bool) -> None:
     """List the clients (never their secrets)."""
-    found = clients.list_clients(_state())
+    state, found, cursor = _state(), [], None
+    while True:
+        page = clients.list_clients(state, limit=200, cursor=cursor)
+        found.extend(page.items)
+        if not (cursor := page.next_cursor):
+            break
     if as_json:
         click.echo(json.dumps({"clients": [_client_dict(c) for c in found]}))
         return
@@ -137,12 +157,12 @@ def delete_client(client_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def rotate_secret(client_id: str, grace_period: int, as_json: bool) -> None:
     try:
-        client, plaintext = clients.rotate_secret(
+        client, issued = clients.rotate_secret(
             _state(), client_id, grace_period_seconds=grace_period
         )
-    except ClientNotFound as exc:
+    except (ClientNotFound, InvalidClientData, SecretConflict) as exc:
         _fail(exc)
-    _print_secret(_client_dict(client, plaintext), as_json)
+    _print_secret(_client_dict(client, issued), as_json)
 
 
 @m2m_cli.command("rotate-keys")
@@ -155,5 +175,7 @@ def rotate_keys() -> None:
         kid = state.keys.rotate()
     except ConfigurationError as exc:  # the keys come from M2M_SIGNING_KEYS
         _fail(exc)
+    audit.record(state, "keys_rotated", None, {"kid": kid})
+    state.db.session.commit()
     signals.keys_rotated.send(current_app._get_current_object(), kid=kid)  # type: ignore[attr-defined]
     click.echo(f"New signing key {kid}; older keys stay in the JWKS until their tokens expire.")

@@ -1,172 +1,459 @@
-"""Client life cycle: the one code path the CLI (and the management API) use to create,
-rotate, disable, enable and delete clients. Every function commits and sends its signal."""
+"""Client life cycle: the one code path the CLI and the management API use to create, change,
+rotate, disable, enable and delete clients. Every change is checked against the configured
+policy, written with its audit row in one transaction, and announced by a signal."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 
-from . import signals
+from . import audit, signals
 from .credentials import (
     MAX_SECRET_LENGTH,
     MIN_IMPORTED_SECRET_LENGTH,
     generate_client_id,
     generate_client_secret,
+    generate_secret_id,
     hash_secret,
 )
-from .errors import ClientNotFound, InvalidClientData
+from .errors import ClientNotFound, InvalidClientData, SecretConflict
 from .grants import SCOPE_TOKEN
 from .models import utcnow
+from .pagination import Page, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from .extension import M2MState
 
 MAX_NAME_LENGTH = 200
 MAX_LIFETIME_DAYS = 36500
+#: Fields ``update_client`` may change.
+UPDATABLE = (
+    "name",
+    "scopes",
+    "disabled",
+    "metadata",
+    "expires_at",
+    "rate_limit",
+    "access_token_expires_in",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSecret:
+    """A secret just made: its plaintext exists only in this object and in the response."""
+
+    client_id: str
+    secret_id: str
+    plaintext: str
+    expires_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.plaintext,
+            "secret_id": self.secret_id,
+            "secret_expires_at": self.expires_at,
+        }
 
 
 def _app() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
-def normalize_scopes(scopes: str | list[str] | tuple[str, ...]) -> str:
-    """Scopes as one space-separated string of valid RFC 6749 §3.3 scope tokens."""
+# -- policy checks -----------------------------------------------------------------------------
+def normalize_scopes(state: M2MState, scopes: str | list[str] | tuple[str, ...]) -> str:
+    """Scopes as one space-separated string of valid (§3.3) and allowed scope tokens."""
     items = scopes.split() if isinstance(scopes, str) else list(scopes)
     for scope in items:
         if not isinstance(scope, str) or not SCOPE_TOKEN.fullmatch(scope):
-            raise InvalidClientData(f"Invalid scope {scope!r} (RFC 6749 §3.3).")
+            raise InvalidClientData(f"Invalid scope {scope!r}.", field="scopes")
+    allowed = state.settings.allowed_scopes
+    if allowed is not None:
+        refused = [s for s in items if s not in allowed]
+        if refused:
+            raise InvalidClientData(f"Scopes not allowed: {' '.join(refused)}.", field="scopes")
     return " ".join(dict.fromkeys(items))
 
 
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or "\x00" in name:
-        raise InvalidClientData(f"The name must be text of at most {MAX_NAME_LENGTH} characters.")
+def _check_name(state: M2MState, name: Any) -> str:
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise InvalidClientData(
+            f"The name must be printable text of at most {MAX_NAME_LENGTH} characters.",
+            field="name",
+        )
+    if state.settings.require_client_name and not name.strip():
+        raise InvalidClientData("A client name is required.", field="name")
     return name.strip()
 
 
-def _expiry(expires_in_days: int | None) -> datetime | None:
-    if expires_in_days is None:
+def _check_metadata(state: M2MState, metadata: Any) -> dict[str, Any]:
+    if metadata is None or metadata == {}:
+        return {}
+    if not state.settings.allow_client_metadata:
+        raise InvalidClientData("Client metadata is not allowed here.", field="metadata")
+    if not isinstance(metadata, dict):
+        raise InvalidClientData("metadata must be a JSON object.", field="metadata")
+    try:
+        size = len(json.dumps(metadata).encode())
+    except (TypeError, ValueError):
+        raise InvalidClientData("metadata must be plain JSON.", field="metadata") from None
+    if size > state.settings.max_metadata_bytes:
+        raise InvalidClientData(
+            f"metadata is larger than {state.settings.max_metadata_bytes} bytes.", field="metadata"
+        )
+    return metadata
+
+
+def _lifetime_limits(state: M2MState) -> tuple[int, int | None]:
+    s = state.settings
+    return s.client_lifetime_days_min or 1, s.client_lifetime_days_max or None
+
+
+def _expiry_from_days(state: M2MState, days: int | None) -> datetime | None:
+    """The expiry of a new client asked to live ``days`` days (policy applied)."""
+    if days is None:
+        days = state.settings.client_lifetime_days_default
+    low, high = _lifetime_limits(state)
+    if days is None:
+        if high is not None:
+            raise InvalidClientData(
+                f"Clients must expire within {high} days.", field="expires_in_days"
+            )
         return None
-    if not isinstance(expires_in_days, int) or not 0 < expires_in_days <= MAX_LIFETIME_DAYS:
-        raise InvalidClientData(f"expires_in_days must be from 1 to {MAX_LIFETIME_DAYS}.")
-    return utcnow() + timedelta(days=expires_in_days)
+    if isinstance(days, bool) or not isinstance(days, int) or days > MAX_LIFETIME_DAYS:
+        raise InvalidClientData("expires_in_days must be a whole number.", field="expires_in_days")
+    if days < low or (high is not None and days > high):
+        limit = f"from {low} to {high}" if high else f"at least {low}"
+        raise InvalidClientData(f"expires_in_days must be {limit}.", field="expires_in_days")
+    return utcnow() + timedelta(days=days)
 
 
-def _check_secret(secret: str) -> str:
+def _check_expires_at(state: M2MState, expires_at: datetime | None) -> datetime | None:
+    high = _lifetime_limits(state)[1]
+    if expires_at is None:
+        if high is not None:
+            raise InvalidClientData(f"Clients must expire within {high} days.", field="expires_at")
+        return None
+    if high is not None and expires_at > utcnow() + timedelta(days=high):
+        raise InvalidClientData(f"Clients must expire within {high} days.", field="expires_at")
+    return expires_at
+
+
+def parse_rate_limit(value: str | None) -> str | None:
+    """A Flask-Limiter limit string, checked with the ``limits`` parser."""
+    if value is None:
+        return None
+    from limits import parse_many
+
+    try:
+        if not isinstance(value, str) or len(value) > 64 or not parse_many(value):
+            raise ValueError(value)
+    except ValueError:
+        raise InvalidClientData(
+            "rate_limit must be a limit string such as '100/minute'.", field="rate_limit"
+        ) from None
+    return value
+
+
+def _check_token_lifetime(state: M2MState, seconds: int | None) -> int | None:
+    if seconds is None:
+        return None
+    low = state.settings.access_token_expires_in_min
+    high = state.settings.access_token_expires_in_max
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not low <= seconds <= high:
+        raise InvalidClientData(
+            f"access_token_expires_in must be from {low} to {high} seconds.",
+            field="access_token_expires_in",
+        )
+    return seconds
+
+
+def _check_imported_secret(secret: str) -> str:
     size_ok = MIN_IMPORTED_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH
     if not size_ok or not secret.isprintable():
         raise InvalidClientData(
             f"An imported secret must be {MIN_IMPORTED_SECRET_LENGTH} to {MAX_SECRET_LENGTH} "
-            "printable characters."
+            "printable characters.",
+            field="secret",
         )
     return secret
 
 
-def create_client(
-    state: M2MState,
-    *,
-    name: str,
-    scopes: str | list[str] | tuple[str, ...] = (),
-    expires_in_days: int | None = None,
-    rate_limit: str | None = None,
-    metadata: dict[str, Any] | None = None,
-    secret: str | None = None,
-) -> tuple[Any, str]:
-    """Create a client. ``secret`` imports an existing secret (hashed at once).
-
-    :returns: the client and its plaintext secret, which is never stored nor shown again.
-    """
-    if rate_limit is not None and (not isinstance(rate_limit, str) or len(rate_limit) > 64):
-        raise InvalidClientData("rate_limit must be a limit string such as '100/minute'.")
-    plaintext = _check_secret(secret) if secret is not None else generate_client_secret(
-        state.settings.client_secret_length
+# -- secrets -----------------------------------------------------------------------------------
+def _new_secret(
+    state: M2MState, client_id: str, label: str | None, plaintext: str | None = None
+) -> IssuedSecret:
+    """Add a secret row for ``client_id`` to the session."""
+    plaintext = plaintext or generate_client_secret(state.settings.client_secret_length)
+    max_age = state.settings.secret_max_age_days
+    expires_at = utcnow() + timedelta(days=max_age) if max_age else None
+    secret_id = generate_secret_id()
+    state.db.session.add(
+        state.models.client_secret(
+            id=secret_id,
+            client_id=client_id,
+            label=label,
+            secret_hash=hash_secret(plaintext, state.secret_hash_key),
+            created_at=utcnow(),
+            expires_at=expires_at,
+        )
     )
-    client = state.models.client(
-        client_id=generate_client_id(),
-        name=_check_name(name),
-        secret_hash=hash_secret(plaintext, state.secret_hash_key),
-        scope=normalize_scopes(scopes),
-        client_metadata=dict(metadata or {}),
-        disabled=False,
-        expires_at=_expiry(expires_in_days),
-        rate_limit=rate_limit,
-        tokens_valid_after=0,
-    )
-    state.db.session.add(client)
-    state.db.session.commit()
-    signals.client_created.send(_app(), client_id=client.client_id, name=client.name)
-    return client, plaintext
+    return IssuedSecret(client_id, secret_id, plaintext, expires_at)
 
 
-def get_client(state: M2MState, client_id: str, *, for_update: bool = False) -> Any:
-    """The client named ``client_id``.
-
-    :raises ClientNotFound: if there is none.
-    """
-    client = state.server.query_client(client_id)
-    if client is not None and for_update:
-        state.db.session.refresh(client, with_for_update=True)
-    if client is None:
-        raise ClientNotFound(f"No client {client_id!r}.")
-    return client
-
-
-def list_clients(state: M2MState) -> list[Any]:
-    """Every client, oldest first."""
-    model = state.models.client
-    query = select(model).order_by(model.created_at, model.client_id)
-    return list(state.db.session.execute(query).scalars())
+def list_secrets(state: M2MState, client_id: str) -> list[Any]:
+    """The client's secrets that still work, oldest first (metadata only)."""
+    get_client(state, client_id)
+    model = state.models.client_secret
+    rows = state.db.session.execute(
+        select(model).where(model.client_id == client_id).order_by(model.created_at, model.id)
+    ).scalars()
+    now = utcnow()
+    return [row for row in rows if row.is_valid(now)]
 
 
 def rotate_secret(
-    state: M2MState, client_id: str, *, grace_period_seconds: int = 0
-) -> tuple[Any, str]:
-    """Give the client a new secret; the old one keeps working ``grace_period_seconds`` longer.
+    state: M2MState, client_id: str, *, grace_period_seconds: int = 0, label: str | None = None
+) -> tuple[Any, IssuedSecret]:
+    """Add a secret; every older one keeps working ``grace_period_seconds`` more at most.
 
-    :returns: the client and its new plaintext secret.
+    Rotations of one client are serialised by a row lock, so each caller's secret is the
+    newest when it is returned and none is lost to a concurrent rotation.
+
+    :raises SecretConflict: (409) if the client would hold more than the allowed secrets.
     """
-    if not isinstance(grace_period_seconds, int) or grace_period_seconds < 0:
-        raise InvalidClientData("grace_period_seconds must be a whole number of seconds >= 0.")
+    limit = state.settings.max_grace_period_seconds
+    if isinstance(grace_period_seconds, bool) or not isinstance(grace_period_seconds, int):
+        raise InvalidClientData("Give whole seconds.", field="grace_period_seconds")
+    if not 0 <= grace_period_seconds <= limit:
+        raise InvalidClientData(
+            f"grace_period_seconds must be from 0 to {limit}.", field="grace_period_seconds"
+        )
     client = get_client(state, client_id, for_update=True)
-    plaintext = generate_client_secret(state.settings.client_secret_length)
-    if grace_period_seconds:
-        client.previous_secret_hash = client.secret_hash
-        client.previous_secret_expires_at = utcnow() + timedelta(seconds=grace_period_seconds)
-    else:
-        client.previous_secret_hash = None
-        client.previous_secret_expires_at = None
-    client.secret_hash = hash_secret(plaintext, state.secret_hash_key)
+    model = state.models.client_secret
+    now = utcnow()
+    cutoff = now + timedelta(seconds=grace_period_seconds)
+    rows = state.db.session.execute(select(model).where(model.client_id == client_id)).scalars()
+    kept = 0
+    for row in rows:
+        if not row.is_valid(now) or grace_period_seconds == 0:
+            state.db.session.delete(row)
+            continue
+        if row.expires_at is None or row.expires_at > cutoff:
+            row.expires_at = cutoff
+        kept += 1
+    if kept + 1 > state.settings.max_secrets_per_client:
+        state.db.session.rollback()
+        raise SecretConflict(
+            f"The client already holds {kept} secrets in their grace period; the most is "
+            f"{state.settings.max_secrets_per_client}. Retire one, or rotate with no grace."
+        )
+    issued = _new_secret(state, client_id, label)
+    audit.record(
+        state,
+        "secret_rotated",
+        client_id,
+        {"secret_id": issued.secret_id, "grace_period_seconds": grace_period_seconds},
+    )
     state.db.session.commit()
     signals.secret_rotated.send(
         _app(), client_id=client_id, grace_period_seconds=grace_period_seconds
     )
-    return client, plaintext
+    return client, issued
+
+
+def delete_secret(state: M2MState, client_id: str, secret_id: str) -> None:
+    """Retire one secret at once.
+
+    :raises SecretConflict: (409) if it is the client's last working secret.
+    """
+    get_client(state, client_id, for_update=True)
+    model = state.models.client_secret
+    row = state.db.session.get(model, secret_id)
+    now = utcnow()
+    if row is None or row.client_id != client_id or not row.is_valid(now):
+        raise ClientNotFound(f"No secret {secret_id!r} for this client.")
+    others = [s for s in list_secrets(state, client_id) if s.id != secret_id]
+    if not others:
+        raise SecretConflict("This is the client's last secret; rotate it instead.")
+    state.db.session.delete(row)
+    audit.record(state, "secret_deleted", client_id, {"secret_id": secret_id})
+    state.db.session.commit()
+    signals.client_updated.send(_app(), client_id=client_id, changes=["secrets"])
+
+
+# -- clients -----------------------------------------------------------------------------------
+def create_client(
+    state: M2MState,
+    *,
+    name: str = "",
+    scopes: str | list[str] | tuple[str, ...] = (),
+    expires_in_days: int | None = None,
+    rate_limit: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    access_token_expires_in: int | None = None,
+    secret: str | None = None,
+    secret_label: str | None = None,
+) -> tuple[Any, IssuedSecret]:
+    """Create a client with its first secret; ``secret`` imports an existing one (hashed).
+
+    :returns: the client and its secret, whose plaintext is never stored nor shown again.
+    """
+    plaintext = _check_imported_secret(secret) if secret is not None else None
+    client = state.models.client(
+        client_id=generate_client_id(),
+        name=_check_name(state, name),
+        scope=normalize_scopes(state, scopes),
+        client_metadata=_check_metadata(state, metadata),
+        disabled=False,
+        expires_at=_expiry_from_days(state, expires_in_days),
+        rate_limit=parse_rate_limit(rate_limit),
+        access_token_expires_in=_check_token_lifetime(state, access_token_expires_in),
+        tokens_valid_after=0,
+        created_at=utcnow(),
+    )
+    state.db.session.add(client)
+    issued = _new_secret(state, client.client_id, secret_label, plaintext)
+    audit.record(
+        state,
+        "client_created",
+        client.client_id,
+        {"name": client.name, "scopes": client.scopes, "secret_id": issued.secret_id},
+    )
+    state.db.session.commit()
+    signals.client_created.send(_app(), client_id=client.client_id, name=client.name)
+    return client, issued
+
+
+def get_client(state: M2MState, client_id: str, *, for_update: bool = False) -> Any:
+    """The client named ``client_id`` (locked for update when asked).
+
+    :raises ClientNotFound: if there is none.
+    """
+    client = state.server.query_client(client_id)
+    if client is None:
+        raise ClientNotFound(f"No client {client_id!r}.")
+    if for_update:
+        state.db.session.refresh(client, with_for_update=True)
+    return client
+
+
+def list_clients(
+    state: M2MState,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    name_prefix: str | None = None,
+    disabled: bool | None = None,
+    expired: bool | None = None,
+) -> Page:
+    """Clients, oldest first, filtered, one page at a time (keyset pagination)."""
+    model = state.models.client
+    query = select(model).order_by(model.created_at, model.client_id).limit(limit + 1)
+    if cursor:
+        created, client_id = decode_cursor(cursor, 2)
+        try:
+            after = datetime.fromisoformat(str(created))
+        except ValueError:
+            raise InvalidClientData("Not a cursor of this list.", field="cursor") from None
+        query = query.where(
+            or_(
+                model.created_at > after,
+                and_(model.created_at == after, model.client_id > str(client_id)),
+            )
+        )
+    if name_prefix:
+        query = query.where(model.name.startswith(name_prefix, autoescape=True))
+    if disabled is not None:
+        query = query.where(model.disabled.is_(disabled))
+    if expired is not None:
+        now = utcnow()
+        is_expired = and_(model.expires_at.is_not(None), model.expires_at <= now)
+        query = query.where(is_expired if expired else ~is_expired)
+    rows = list(state.db.session.execute(query).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    next_cursor = encode_cursor([last.created_at.isoformat(), last.client_id]) if last else None
+    return Page(rows, next_cursor)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> Any:
+    """Change the given fields (see :data:`UPDATABLE`); disabling revokes every token.
+
+    Audit rows: ``client_disabled`` or ``client_enabled``, and ``client_updated`` with the
+    other changed fields (old and new values).
+    """
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise InvalidClientData(f"Cannot change {', '.join(sorted(unknown))}.", field="_schema")
+    client = get_client(state, client_id, for_update=True)
+    checked: dict[str, tuple[str, Any]] = {}  # field -> (attribute, new value)
+    for field, value in changes.items():
+        if field == "name":
+            checked[field] = ("name", _check_name(state, value))
+        elif field == "scopes":
+            checked[field] = ("scope", normalize_scopes(state, value))
+        elif field == "metadata":
+            checked[field] = ("client_metadata", _check_metadata(state, value))
+        elif field == "expires_at":
+            checked[field] = ("expires_at", _check_expires_at(state, value))
+        elif field == "rate_limit":
+            checked[field] = ("rate_limit", parse_rate_limit(value))
+        elif field == "access_token_expires_in":
+            checked[field] = ("access_token_expires_in", _check_token_lifetime(state, value))
+        else:
+            checked[field] = ("disabled", bool(value))
+    diff: dict[str, Any] = {}
+    for field, (attribute, value) in checked.items():
+        old = getattr(client, attribute)
+        if old != value:
+            diff[field] = {"from": _jsonable(old), "to": _jsonable(value)}
+            setattr(client, attribute, value)
+    if not diff:
+        state.db.session.rollback()
+        return get_client(state, client_id)
+    if "disabled" in diff:
+        if client.disabled:
+            client.tokens_valid_after = math.ceil(time.time())
+        event = "client_disabled" if client.disabled else "client_enabled"
+        audit.record(state, event, client_id, {"disabled": diff["disabled"]})
+    others = {field: change for field, change in diff.items() if field != "disabled"}
+    if others:
+        audit.record(state, "client_updated", client_id, others)
+    state.db.session.commit()
+    state.tokens.forget_client(client_id)
+    signals.client_updated.send(_app(), client_id=client_id, changes=sorted(diff))
+    return client
 
 
 def set_disabled(state: M2MState, client_id: str, disabled: bool) -> Any:
     """Disable (and invalidate every outstanding token of) or enable a client."""
-    client = get_client(state, client_id, for_update=True)
-    client.disabled = disabled
-    if disabled:
-        client.tokens_valid_after = math.ceil(time.time())
-    state.db.session.commit()
-    state.tokens.forget_client(client_id)
-    signals.client_updated.send(_app(), client_id=client_id, changes=["disabled"])
-    return client
+    return update_client(state, client_id, {"disabled": disabled})
 
 
 def delete_client(state: M2MState, client_id: str) -> None:
-    """Delete a client with its stored tokens; its JWTs stop working too."""
-    client = get_client(state, client_id)
+    """Delete a client with its secrets and stored tokens; its JWTs stop working too.
+
+    The audit trail keeps a ``client_deleted`` row (with the client's name and scopes).
+    """
+    client = get_client(state, client_id, for_update=True)
     models = state.models
     session = state.db.session
-    session.execute(delete(models.opaque_token).where(models.opaque_token.client_id == client_id))
-    session.execute(delete(models.revoked_token).where(models.revoked_token.client_id == client_id))
+    for model in (models.client_secret, models.opaque_token, models.revoked_token):
+        session.execute(delete(model).where(model.client_id == client_id))
+    audit.record(state, "client_deleted", client_id, {"name": client.name, "scopes": client.scopes})
     session.delete(client)
     session.commit()
     state.tokens.forget_client(client_id)

@@ -44,6 +44,36 @@ DEFAULTS: dict[str, Any] = {
     "M2M_MAX_REQUEST_BYTES": 16384,
     #: Register the ``flask m2m`` CLI group.
     "M2M_ENABLE_CLI": True,
+    #: Register the management API (``/clients``, ``/events``, ``/openapi.json``).
+    "M2M_MANAGEMENT_ENABLED": True,
+    #: Policy: a client must have a non-empty name.
+    "M2M_REQUIRE_CLIENT_NAME": True,
+    #: Policy: clients may carry a ``metadata`` object.
+    "M2M_ALLOW_CLIENT_METADATA": True,
+    #: Policy: largest ``metadata`` object, in bytes of JSON.
+    "M2M_MAX_METADATA_BYTES": 4096,
+    #: Policy: client lifetime (days) when none is given; None: clients never expire.
+    "M2M_CLIENT_LIFETIME_DAYS_DEFAULT": None,
+    #: Policy: shortest client lifetime (days) one may ask for; None: no minimum.
+    "M2M_CLIENT_LIFETIME_DAYS_MIN": None,
+    #: Policy: longest client lifetime (days); None: clients may never expire.
+    "M2M_CLIENT_LIFETIME_DAYS_MAX": None,
+    #: Policy: the only scopes clients may be given (list or space-separated); None: any.
+    "M2M_ALLOWED_SCOPES": None,
+    #: Policy: shortest per-client access-token lifetime override, in seconds.
+    "M2M_ACCESS_TOKEN_EXPIRES_IN_MIN": 60,
+    #: Policy: longest per-client access-token lifetime override, in seconds.
+    "M2M_ACCESS_TOKEN_EXPIRES_IN_MAX": 86400,
+    #: Most secrets (current ones plus those in a grace period) a client may hold.
+    "M2M_MAX_SECRETS_PER_CLIENT": 3,
+    #: Longest grace period a secret rotation may give the older secrets, in seconds.
+    "M2M_MAX_GRACE_PERIOD_SECONDS": 604800,
+    #: Lifetime of new secrets in days; None: secrets do not expire by age.
+    "M2M_SECRET_MAX_AGE_DAYS": None,
+    #: A secret used this many days or fewer before it expires is reported (signal, audit).
+    "M2M_SECRET_EXPIRY_WARNING_DAYS": 7,
+    #: Seconds between two writes of a client's or secret's ``last_used_at``.
+    "M2M_LAST_USED_INTERVAL_SECONDS": 60,
 }
 
 TOKEN_FORMATS = ("jwt", "opaque")
@@ -70,6 +100,26 @@ class Settings:
     token_cache_size: int
     max_request_bytes: int
     enable_cli: bool
+    management_enabled: bool
+    require_client_name: bool
+    allow_client_metadata: bool
+    max_metadata_bytes: int
+    client_lifetime_days_default: int | None
+    client_lifetime_days_min: int | None
+    client_lifetime_days_max: int | None
+    allowed_scopes: frozenset[str] | None
+    access_token_expires_in_min: int
+    access_token_expires_in_max: int
+    max_secrets_per_client: int
+    max_grace_period_seconds: int
+    secret_max_age_days: int | None
+    secret_expiry_warning_days: int
+    last_used_interval_seconds: int
+
+    @property
+    def longest_token_lifetime(self) -> int:
+        """The longest lifetime any access token can have (default or per-client override)."""
+        return max(self.access_token_expires_in, self.access_token_expires_in_max)
 
 
 def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
@@ -123,6 +173,29 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
     ):
         raise ConfigurationError('M2M_SIGNING_KEYS must be a JWK set: {"keys": [...]}.')
 
+    def optional_int(key: str, minimum: int = 1) -> int | None:
+        return None if get(key) is None else positive_int(key, minimum)
+
+    allowed_scopes = get("M2M_ALLOWED_SCOPES")
+    if isinstance(allowed_scopes, str):
+        allowed_scopes = allowed_scopes.split()
+    lifetime = [
+        optional_int(f"M2M_CLIENT_LIFETIME_DAYS_{part}") for part in ("DEFAULT", "MIN", "MAX")
+    ]
+    low, high = lifetime[1] or 1, lifetime[2]
+    if high is not None and low > high:
+        raise ConfigurationError(
+            "M2M_CLIENT_LIFETIME_DAYS_MIN exceeds M2M_CLIENT_LIFETIME_DAYS_MAX."
+        )
+    if lifetime[0] is not None and not (low <= lifetime[0] <= (high or lifetime[0])):
+        raise ConfigurationError("M2M_CLIENT_LIFETIME_DAYS_DEFAULT is outside MIN..MAX.")
+    token_min = positive_int("M2M_ACCESS_TOKEN_EXPIRES_IN_MIN")
+    token_max = positive_int("M2M_ACCESS_TOKEN_EXPIRES_IN_MAX")
+    if token_min > token_max:
+        raise ConfigurationError(
+            "M2M_ACCESS_TOKEN_EXPIRES_IN_MIN exceeds M2M_ACCESS_TOKEN_EXPIRES_IN_MAX."
+        )
+
     prefix = "/" + str(get("M2M_URL_PREFIX") or "").strip("/")
     issuer = get("M2M_ISSUER")
     audience = get("M2M_AUDIENCE")
@@ -142,4 +215,19 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
         token_cache_size=positive_int("M2M_TOKEN_CACHE_SIZE", 0),
         max_request_bytes=positive_int("M2M_MAX_REQUEST_BYTES", 1024),
         enable_cli=bool(get("M2M_ENABLE_CLI")),
+        management_enabled=bool(get("M2M_MANAGEMENT_ENABLED")),
+        require_client_name=bool(get("M2M_REQUIRE_CLIENT_NAME")),
+        allow_client_metadata=bool(get("M2M_ALLOW_CLIENT_METADATA")),
+        max_metadata_bytes=positive_int("M2M_MAX_METADATA_BYTES", 2),
+        client_lifetime_days_default=lifetime[0],
+        client_lifetime_days_min=lifetime[1],
+        client_lifetime_days_max=lifetime[2],
+        allowed_scopes=frozenset(allowed_scopes) if allowed_scopes is not None else None,
+        access_token_expires_in_min=token_min,
+        access_token_expires_in_max=token_max,
+        max_secrets_per_client=positive_int("M2M_MAX_SECRETS_PER_CLIENT"),
+        max_grace_period_seconds=positive_int("M2M_MAX_GRACE_PERIOD_SECONDS", 0),
+        secret_max_age_days=optional_int("M2M_SECRET_MAX_AGE_DAYS"),
+        secret_expiry_warning_days=positive_int("M2M_SECRET_EXPIRY_WARNING_DAYS", 0),
+        last_used_interval_seconds=positive_int("M2M_LAST_USED_INTERVAL_SECONDS", 0),
     )

@@ -49,6 +49,11 @@ def generate_client_id() -> str:
     return CLIENT_ID_PREFIX + _random_string(24)
 
 
+def generate_secret_id() -> str:
+    """An id for a stored secret (not itself secret): ``sec_`` and 16 base-62 characters."""
+    return "sec_" + _random_string(16)
+
+
 def generate_client_secret(length: int = 64) -> str:
     """A new client secret: ``m2ms_`` and ``length`` random base-62 characters."""
     return SECRET_PREFIX + _random_string(length)

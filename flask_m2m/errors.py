@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound, Unauthorized
+from werkzeug.exceptions import (
+    Conflict,
+    Forbidden,
+    HTTPException,
+    NotFound,
+    Unauthorized,
+    UnprocessableEntity,
+)
 from werkzeug.sansio.response import Response as SansioResponse
 from werkzeug.wrappers import Response
 
@@ -26,8 +33,19 @@ class ClientNotFound(M2MError, NotFound):
     """No client has the given id."""
 
 
-class InvalidClientData(M2MError, BadRequest):
-    """A value given to create or change a client is not acceptable."""
+class InvalidClientData(M2MError, UnprocessableEntity):
+    """A value given to create or change a client is not acceptable (422).
+
+    :param field: the name of the offending field, if one is to blame.
+    """
+
+    def __init__(self, description: str, field: str | None = None):
+        super().__init__(description)
+        self.field = field
+
+
+class SecretConflict(M2MError, Conflict):
+    """The secrets of a client cannot change that way (too many, or the last one)."""
 
 
 class JSONHTTPError(M2MError, HTTPException):

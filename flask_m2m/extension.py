@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ class M2MState:
     db: Any
     models: Models
     secret_hash_key: bytes
+    extension: M2M
     keys: KeyStore = field(init=False)
     tokens: TokenService = field(init=False)
     server: Server = field(init=False)
@@ -45,6 +47,10 @@ class M2MState:
     def audience(self) -> str:
         """``M2M_AUDIENCE``, or the issuer."""
         return self.settings.audience or self.issuer()
+
+    def management_authorizer(self) -> Callable[[], Any] | None:
+        """The app's own management authorizer, if it registered one."""
+        return self.extension.authorizer
 
 
 def get_state(app: Flask | None = None) -> M2MState:
@@ -86,6 +92,8 @@ class M2M:
         self.db = db
         self.models = models
         self.options = options
+        #: Set by :meth:`management_authorizer`; None: an ``m2m:admin`` token is required.
+        self.authorizer: Callable[[], Any] | None = None
         if app is not None:
             self.init_app(app, db)
 
@@ -108,13 +116,31 @@ class M2M:
             secret_hash_key=derive_key(
                 settings.key_encryption_secret, "flask-m2m client-secret hashing"
             ),
+            extension=self,
         )
         app.extensions[EXTENSION_KEY] = state
         app.register_blueprint(create_blueprint(settings.url_prefix))
+        if settings.management_enabled:
+            from .management import create_management_blueprint
+
+            app.register_blueprint(create_management_blueprint(settings.url_prefix))
         if settings.enable_cli:
             from .cli import m2m_cli
 
             app.cli.add_command(m2m_cli)
+
+    def management_authorizer(self, func: Callable[[], Any]) -> Callable[[], Any]:
+        """Decorator: let ``func`` decide who may use the management API.
+
+        ``func`` runs in the request and returns the acting principal (any string, written to
+        the audit trail) to allow the call, or ``False``/``None`` to refuse it with 403; it
+        may also ``abort(401)`` itself. Without one, a Bearer token with scope ``m2m:admin``
+        is required.
+
+        .. versionadded:: 0.1
+        """
+        self.authorizer = func
+        return func
 
     def state(self, app: Flask | None = None) -> M2MState:
         """The per-app state (default: the current app's)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -23,8 +24,9 @@ from authlib.oauth2.rfc6749 import (
 )
 from flask import Response, current_app, json
 from flask import request as flask_request
+from sqlalchemy import select, update
 
-from . import signals
+from . import audit, signals
 from .credentials import CLIENT_ID_PATTERN, verify_secret
 from .models import utcnow
 
@@ -75,6 +77,8 @@ def _fail(client_id: str | None, reason: str, basic: bool) -> ClientAuthenticati
 def authenticate_client(state: M2MState, client_id: str, secret: str, basic: bool) -> Any:
     """The active client that ``client_id`` and ``secret`` identify.
 
+    Every stored secret of the client is checked (a client holds few), in constant time each.
+
     :raises InvalidClientError: (401) for an unknown, disabled or expired client or a wrong secret.
     """
     client = state.server.query_client(client_id)
@@ -83,16 +87,59 @@ def authenticate_client(state: M2MState, client_id: str, secret: str, basic: boo
     if client is None:
         verify_secret(secret, None, key)  # same work as for a known id
         raise _fail(client_id, "unknown_client", basic)
-    matched = verify_secret(secret, client.secret_hash, key)
-    if not matched and client.previous_secret_hash and client.previous_secret_expires_at:
-        matched = client.previous_secret_expires_at > now and verify_secret(
-            secret, client.previous_secret_hash, key
-        )
+    model = state.models.client_secret
+    rows = state.db.session.execute(select(model).where(model.client_id == client_id)).scalars()
+    valid = [row for row in rows if row.is_valid(now)]
+    matched = [row for row in valid if verify_secret(secret, row.secret_hash, key)]
     if not matched:
         raise _fail(client_id, "invalid_secret", basic)
     if not client.is_active(now):
         raise _fail(client_id, "disabled" if client.disabled else "expired", basic)
+    _note_use(state, client, matched[0], valid, now)
     return client
+
+
+def _note_use(state: M2MState, client: Any, secret: Any, valid: list[Any], now: datetime) -> None:
+    """Record ``last_used_at`` (at most once per interval), and report a secret that should
+    have been replaced: one in its grace period, or one close to its expiry."""
+    interval = timedelta(seconds=state.settings.last_used_interval_seconds)
+    if secret.last_used_at is not None and now - secret.last_used_at < interval:
+        return
+    models, session = state.models, state.db.session
+    session.execute(
+        update(models.client_secret).where(models.client_secret.id == secret.id).values(
+            last_used_at=now
+        )
+    )
+    if client.last_used_at is None or now - client.last_used_at >= interval:
+        session.execute(
+            update(models.client)
+            .where(models.client.client_id == client.client_id)
+            .values(last_used_at=now, updated_at=models.client.updated_at)
+        )
+    newest = max(valid, key=lambda row: (row.created_at, row.id))
+    warning = timedelta(days=state.settings.secret_expiry_warning_days)
+    reason = None
+    if secret is not newest:
+        reason = "grace_period"
+    elif secret.expires_at is not None and secret.expires_at - now <= warning:
+        reason = "near_expiry"
+    if reason:
+        audit.set_actor(f"client:{client.client_id}")
+        audit.record(
+            state,
+            f"secret_used_in_{reason}",
+            client.client_id,
+            {"secret_id": secret.id, "expires_at": secret.expires_at.isoformat()},
+        )
+    session.commit()
+    if reason:
+        signals.outdated_secret_used.send(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            client_id=client.client_id,
+            secret_id=secret.id,
+            reason=reason,
+        )
 
 
 def _basic_credentials() -> tuple[str, str] | None:

@@ -75,7 +75,7 @@ class KeyStore:
     def retention(self) -> timedelta:
         """How long a retired key stays published: until every token it signed has expired."""
         s = self.settings
-        return timedelta(seconds=s.access_token_expires_in + s.key_refresh_seconds + s.leeway)
+        return timedelta(seconds=s.longest_token_lifetime + s.key_refresh_seconds + s.leeway)
 
     # -- reading ---------------------------------------------------------------------------
     def signing_key(self) -> Key:

@@ -45,11 +45,7 @@ class ClientMixin:
     """A machine client: id, hashed secret, allowed scopes and life-cycle state."""
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), default="")
-    secret_hash: Mapped[str] = mapped_column(String(128))
-    #: The secret replaced by the last rotation, accepted until ``previous_secret_expires_at``.
-    previous_secret_hash: Mapped[str | None] = mapped_column(String(128), default=None)
-    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    name: Mapped[str] = mapped_column(String(200), default="", index=True)
     #: Allowed scopes, space-separated (RFC 6749 §3.3).
     scope: Mapped[str] = mapped_column(Text, default="")
     client_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
@@ -57,9 +53,13 @@ class ClientMixin:
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     #: Flask-Limiter limit string overriding the default token-endpoint limit.
     rate_limit: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: Lifetime of this client's access tokens in seconds (None: ``M2M_ACCESS_TOKEN_EXPIRES_IN``).
+    access_token_expires_in: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: Last successful authentication (written at most every ``M2M_LAST_USED_INTERVAL_SECONDS``).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     #: Tokens issued before this time (Unix seconds) are no longer valid.
     tokens_valid_after: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     @property
@@ -99,6 +99,35 @@ class ClientMixin:
         return grant_type == "client_credentials"
 
 
+class ClientSecretMixin:
+    """One secret of a client, stored as a keyed hash; a client may hold several."""
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    label: Mapped[str | None] = mapped_column(String(100), default=None)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: After this time the secret no longer works (grace period or maximum age).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    def is_valid(self, now: datetime) -> bool:
+        """Whether the secret still works at ``now``."""
+        return self.expires_at is None or self.expires_at > now
+
+
+class AuditEventMixin:
+    """One change to a client or to the keys: what, who, when, under which request."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    client_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class SigningKeyMixin:
     """A JWS signing key; the private part is stored encrypted (a JWE compact string)."""
 
@@ -135,12 +164,14 @@ class OpaqueTokenMixin:
 
 @dataclass(frozen=True, slots=True)
 class Models:
-    """The four model classes one app uses."""
+    """The model classes one app uses."""
 
     client: type[Any]
     signing_key: type[Any]
     revoked_token: type[Any]
     opaque_token: type[Any]
+    client_secret: type[Any]
+    audit_event: type[Any]
 
 
 _defaults: weakref.WeakKeyDictionary[Any, Models] = weakref.WeakKeyDictionary()
@@ -162,5 +193,13 @@ def default_models(db: Any) -> Models:
         class OpaqueToken(OpaqueTokenMixin, db.Model):  # type: ignore[misc]
             __tablename__ = "m2m_opaque_tokens"
 
-        _defaults[db] = Models(Client, SigningKey, RevokedToken, OpaqueToken)
+        class ClientSecret(ClientSecretMixin, db.Model):  # type: ignore[misc]
+            __tablename__ = "m2m_client_secrets"
+
+        class AuditEvent(AuditEventMixin, db.Model):  # type: ignore[misc]
+            __tablename__ = "m2m_audit_events"
+
+        _defaults[db] = Models(
+            Client, SigningKey, RevokedToken, OpaqueToken, ClientSecret, AuditEvent
+        )
     return _defaults[db]

@@ -23,5 +23,9 @@ token_issued = _signals.signal("m2m.token-issued")
 token_revoked = _signals.signal("m2m.token-revoked")
 #: A client failed to authenticate. Keyword arguments: ``client_id`` (as sent), ``reason``.
 authentication_failed = _signals.signal("m2m.authentication-failed")
+#: A secret in its grace period or close to expiry was used, so a caller still holds an old
+#: secret. Keyword arguments: ``client_id``, ``secret_id``, ``reason`` (``grace_period`` or
+#: ``near_expiry``). Sent at most once per ``M2M_LAST_USED_INTERVAL_SECONDS`` per secret.
+outdated_secret_used = _signals.signal("m2m.outdated-secret-used")
 #: A new signing key was added. Keyword arguments: ``kid``.
 keys_rotated = _signals.signal("m2m.keys-rotated")

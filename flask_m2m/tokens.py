@@ -98,7 +98,7 @@ class TokenService:
 
         An opaque token is added to the session; the caller commits it.
         """
-        lifetime = self.settings.access_token_expires_in
+        lifetime = client.access_token_expires_in or self.settings.access_token_expires_in
         # A token issued in the same second as a client-wide revocation must still count as
         # newer than that revocation (``tokens_valid_after`` is rounded up to whole seconds).
         issued_at = max(int(time.time()), client.tokens_valid_after)

@@ -110,8 +110,12 @@ def runner(app: Flask) -> FlaskCliRunner:
 def register(app: Flask, scopes: str = "read write", **kwargs: Any) -> dict[str, Any]:
     """Create a client on ``app``; returns its id, plaintext secret and the model object."""
     with app.app_context():
-        model, secret = create_client(get_state(app), name="test", scopes=scopes, **kwargs)
-        return {"client_id": model.client_id, "client_secret": secret, "scopes": scopes.split()}
+        model, issued = create_client(get_state(app), name="test", scopes=scopes, **kwargs)
+        return {
+            "client_id": model.client_id,
+            "client_secret": issued.plaintext,
+            "scopes": scopes.split(),
+        }
 
 
 @pytest.fixture

@@ -50,6 +50,14 @@ def stored(app: Flask, client_id: str) -> Any:
         return state.db.session.get(state.models.client, client_id)
 
 
+def stored_secret(app: Flask, client_id: str) -> Any:
+    """The client's (only) secret row."""
+    with app.app_context():
+        model = get_state(app).models.client_secret
+        (row,) = get_state(app).db.session.query(model).filter_by(client_id=client_id)
+        return row
+
+
 def test_create_client_json(runner: FlaskCliRunner, client: FlaskClient) -> None:
     """``create-client --json`` prints ONE JSON object whose secret works at the token endpoint
     (RFC 6749 §4.4)."""
@@ -114,7 +122,7 @@ def test_create_client_secret_stdin(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["client_secret"] == secret
-    row = stored(app, data["client_id"])
+    row = stored_secret(app, data["client_id"])
     assert row.secret_hash.startswith("hmac-sha256$") and secret not in row.secret_hash
     assert token_status(client, data["client_id"], secret) == 200
     assert token_status(client, data["client_id"], secret + "x") == 401
@@ -142,7 +150,7 @@ def test_list_clients_never_shows_secrets(runner: FlaskCliRunner, app: Flask) ->
     first = create(runner)
     second = create(runner, scope="read")
     assert run(runner, "disable-client", second["client_id"]).exit_code == 0
-    hashes = [stored(app, c["client_id"]).secret_hash for c in (first, second)]
+    hashes = [stored_secret(app, c["client_id"]).secret_hash for c in (first, second)]
     forbidden = [first["client_secret"], second["client_secret"], "hmac-sha256", "m2ms_"]
     forbidden += [h.split("$", 1)[1] for h in hashes]
 

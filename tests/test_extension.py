@@ -19,7 +19,9 @@ from sqlalchemy.orm import DeclarativeBase
 import flask_m2m
 from flask_m2m import (
     M2M,
+    AuditEventMixin,
     ClientMixin,
+    ClientSecretMixin,
     ConfigurationError,
     Models,
     OpaqueTokenMixin,
@@ -274,8 +276,19 @@ def test_custom_models(build: Build, token_format: str) -> None:
     class AcmeOpaque(OpaqueTokenMixin, db.Model):  # type: ignore[name-defined,misc]
         __tablename__ = "acme_m2m_opaque"
 
+    class AcmeSecret(ClientSecretMixin, db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "acme_m2m_secret"
+
+    class AcmeEvent(AuditEventMixin, db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "acme_m2m_event"
+
     models = Models(
-        client=AcmeClient, signing_key=AcmeKey, revoked_token=AcmeRevoked, opaque_token=AcmeOpaque
+        client=AcmeClient,
+        signing_key=AcmeKey,
+        revoked_token=AcmeRevoked,
+        opaque_token=AcmeOpaque,
+        client_secret=AcmeSecret,
+        audit_event=AcmeEvent,
     )
     M2M(app, db, models=models, token_format=token_format)
     create_tables(app, db)
@@ -309,6 +322,7 @@ def test_custom_models(build: Build, token_format: str) -> None:
             assert len(rows) == 2 and sum(row.revoked for row in rows) == 1
         names = set(inspect(db.engine).get_table_names())
     assert {"acme_m2m_client", "acme_m2m_key", "acme_m2m_revoked", "acme_m2m_opaque"} <= names
+    assert {"acme_m2m_secret", "acme_m2m_event"} <= names
 
 
 # -- credentials ------------------------------------------------------------------------------
@@ -319,13 +333,15 @@ def test_secret_is_stored_hashed(app: Flask, registered_client: dict[str, Any]) 
     secret = registered_client["client_secret"]
     with app.app_context():
         state = get_state(app)
-        row = state.db.session.get(state.models.client, registered_client["client_id"])
+        model = state.models.client_secret
+        (row,) = state.db.session.query(model).filter_by(client_id=registered_client["client_id"])
         assert row.secret_hash.startswith("hmac-sha256$")
         assert secret not in row.secret_hash
         assert secret[5:] not in row.secret_hash
-        assert row.previous_secret_hash is None
-        for column in row.__table__.columns:
-            assert secret not in str(getattr(row, column.key))
+        client_row = state.db.session.get(state.models.client, registered_client["client_id"])
+        for stored in (row, client_row):
+            for column in stored.__table__.columns:
+                assert secret not in str(getattr(stored, column.key))
 
 
 @pytest.mark.parametrize(("config", "length"), [({}, 64), ({"M2M_CLIENT_SECRET_LENGTH": 40}, 40)])
@@ -356,6 +372,7 @@ def test_imported_secret_is_hashed_too(app: Flask) -> None:
     secret = "imported-" + "s" * 40
     with app.app_context():
         state = get_state(app)
-        row, plaintext = create_client(state, name="imp", scopes="read", secret=secret)
-        assert plaintext == secret
+        _, issued = create_client(state, name="imp", scopes="read", secret=secret)
+        assert issued.plaintext == secret
+        row = state.db.session.get(state.models.client_secret, issued.secret_id)
         assert row.secret_hash.startswith("hmac-sha256$") and secret not in row.secret_hash

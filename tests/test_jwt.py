@@ -197,7 +197,8 @@ def test_other_secret_key_cannot_decrypt(
 
 
 #: access_token_expires_in + key_refresh_seconds + leeway, with the defaults.
-RETENTION = timedelta(seconds=3600 + 60 + 30)
+# The longest token lifetime (the per-client maximum, 86400 s by default) + key refresh + leeway.
+RETENTION = timedelta(seconds=86400 + 60 + 30)
 
 
 def _retire(app: Flask, kid: str, ago: timedelta) -> None:

@@ -69,7 +69,7 @@ def assert_error(response: TestResponse, status: int, *errors: str) -> dict[str,
 
 def client_count(app: Flask) -> int:
     with app.app_context():
-        return len(list_clients(get_state(app)))
+        return len(list_clients(get_state(app)).items)
 
 
 def assert_unharmed(app: Flask, c: FlaskClient, creds: Creds, clients: int = 1) -> None:

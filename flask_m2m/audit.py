@@ -1,0 +1,85 @@
+"""The audit trail: one row per change, with the acting principal, time and request id."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from flask import g, has_request_context, request
+from sqlalchemy import select
+
+from .models import utcnow
+from .pagination import Page, decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from .extension import M2MState
+
+#: What a caller-supplied ``X-Request-ID`` may look like to be recorded as is.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+
+
+def set_actor(actor: str) -> None:
+    """Name the principal that the audit rows of this request or command are written for."""
+    g._m2m_actor = actor
+
+
+def actor() -> str:
+    """The acting principal: set by the management API or the CLI, else ``"system"``."""
+    return str(g.get("_m2m_actor", "system"))
+
+
+def request_id() -> str:
+    """The request's ``X-Request-ID`` when well-formed, else a new id kept for the request."""
+    rid = g.get("_m2m_request_id")
+    if rid is None:
+        sent = request.headers.get("X-Request-ID", "") if has_request_context() else ""
+        rid = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        g._m2m_request_id = rid
+    return str(rid)
+
+
+def record(
+    state: M2MState, event: str, client_id: str | None, changes: dict[str, Any] | None = None
+) -> Any:
+    """Add an audit row to the session; it is committed with the change it describes."""
+    row = state.models.audit_event(
+        event=event,
+        client_id=client_id,
+        actor=actor(),
+        request_id=request_id(),
+        changes=changes or None,
+        created_at=utcnow(),
+    )
+    state.db.session.add(row)
+    return row
+
+
+def list_events(
+    state: M2MState,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    client_id: str | None = None,
+    event: str | None = None,
+    actor: str | None = None,
+) -> Page:
+    """Audit rows, newest first, filtered, one page at a time.
+
+    :raises InvalidClientData: for a cursor this server did not make.
+    """
+    model = state.models.audit_event
+    query = select(model).order_by(model.id.desc()).limit(limit + 1)
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        query = query.where(model.id < int(last_id))
+    if client_id is not None:
+        query = query.where(model.client_id == client_id)
+    if event is not None:
+        query = query.where(model.event == event)
+    if actor is not None:
+        query = query.where(model.actor == actor)
+    rows = list(state.db.session.execute(query).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor([rows[-1].id]) if more else None)

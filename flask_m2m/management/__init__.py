@@ -1,0 +1,78 @@
+"""The management API: a JSON blueprint to create, inspect, change, rotate and delete clients.
+
+Errors are RFC 9457 problem objects (``application/problem+json``), rendered by handlers on
+the blueprint only, so the host app's own error pages are left alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, json
+from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
+
+from ..errors import InvalidClientData
+from .views import register_routes
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+def problem(
+    status: int,
+    detail: str,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    title: str | None = None,
+) -> Response:
+    """An RFC 9457 problem response."""
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_TYPE)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(headers or {})
+    return response
+
+
+def _validation_error(error: ValidationError) -> Response:
+    messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+    return problem(422, "The request body or query string is not valid.", messages)
+
+
+def _invalid_data(error: InvalidClientData) -> Response:
+    field = error.field or "_schema"
+    return problem(error.code or 422, str(error.description), {field: [str(error.description)]})
+
+
+def _http_error(error: HTTPException) -> Response:
+    headers = {}
+    if error.code in (401, 403, 405):
+        original = error.get_response()
+        headers = {
+            k: v for k, v in original.headers.items() if k in ("WWW-Authenticate", "Allow")
+        }
+    return problem(error.code or 500, str(error.description), headers=headers)
+
+
+def _database_down(error: OperationalError) -> Response:
+    return problem(503, ServiceUnavailable.description)
+
+
+def create_management_blueprint(url_prefix: str) -> Blueprint:
+    """The management blueprint; ``init_app`` registers it unless management is turned off."""
+    bp = Blueprint("m2m_management", __name__, url_prefix=url_prefix or None)
+    register_routes(bp)
+    bp.register_error_handler(ValidationError, _validation_error)
+    bp.register_error_handler(InvalidClientData, _invalid_data)
+    bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(OperationalError, _database_down)
+    return bp

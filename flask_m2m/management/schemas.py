@@ -1,0 +1,165 @@
+"""marshmallow schemas of the management API: request bodies, responses and the problem object.
+
+Shape and type checks live here; policy checks (name required, scope vocabulary, lifetimes,
+metadata size) live in :mod:`flask_m2m.clients`, so that the CLI applies them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from ..clients import MAX_LIFETIME_DAYS, MAX_NAME_LENGTH
+from ..grants import SCOPE_TOKEN
+
+_scope = fields.String(validate=validate.Regexp(SCOPE_TOKEN, error="Not a valid scope token."))
+
+
+def _check_rate_limit(value: str | None) -> None:
+    if value is None:
+        return
+    from ..clients import parse_rate_limit
+
+    parse_rate_limit(value)  # raises InvalidClientData, turned into a ValidationError below
+
+
+class _RateLimitMixin:
+    @validates("rate_limit")
+    def _rate_limit(self, value: str | None, **kwargs: Any) -> None:
+        from ..errors import InvalidClientData
+
+        try:
+            _check_rate_limit(value)
+        except InvalidClientData as exc:
+            raise ValidationError(str(exc.description)) from None
+
+
+class ClientCreateSchema(_RateLimitMixin, Schema):
+    """Body of ``POST /clients``."""
+
+    name = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
+    scopes = fields.List(_scope, load_default=list, validate=validate.Length(max=100))
+    expires_in_days = fields.Integer(
+        allow_none=True, validate=validate.Range(min=1, max=MAX_LIFETIME_DAYS)
+    )
+    metadata = fields.Dict(keys=fields.String(), allow_none=True)
+    rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
+    access_token_expires_in = fields.Integer(allow_none=True, validate=validate.Range(min=1))
+    secret_label = fields.String(allow_none=True, validate=validate.Length(max=100))
+
+
+class ClientUpdateSchema(_RateLimitMixin, Schema):
+    """Body of ``PATCH /clients/<id>`` (and ``PUT``): only the fields given change."""
+
+    name = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
+    scopes = fields.List(_scope, validate=validate.Length(max=100))
+    disabled = fields.Boolean()
+    metadata = fields.Dict(keys=fields.String(), allow_none=True)
+    expires_at = fields.AwareDateTime(allow_none=True, format="iso")
+    rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
+    access_token_expires_in = fields.Integer(allow_none=True, validate=validate.Range(min=1))
+
+
+class SecretCreateSchema(Schema):
+    """Body of ``POST /clients/<id>/secret``."""
+
+    grace_period_seconds = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    label = fields.String(allow_none=True, validate=validate.Length(max=100))
+
+
+class ClientSchema(Schema):
+    """A client as the API shows it: never a secret nor a hash."""
+
+    client_id = fields.String(required=True)
+    name = fields.String(required=True)
+    scopes = fields.List(fields.String(), required=True)
+    metadata = fields.Dict(attribute="client_metadata", required=True)
+    disabled = fields.Boolean(required=True)
+    expires_at = fields.AwareDateTime(allow_none=True, required=True)
+    rate_limit = fields.String(allow_none=True, required=True)
+    access_token_expires_in = fields.Integer(allow_none=True, required=True)
+    last_used_at = fields.AwareDateTime(allow_none=True, required=True)
+    created_at = fields.AwareDateTime(required=True)
+    updated_at = fields.AwareDateTime(required=True)
+
+
+class NewSecretSchema(Schema):
+    """A freshly made secret: the only responses that carry ``client_secret``."""
+
+    client_id = fields.String(required=True)
+    client_secret = fields.String(required=True)
+    secret_id = fields.String(required=True)
+    secret_expires_at = fields.AwareDateTime(allow_none=True, required=True)
+
+
+class ClientWithSecretSchema(ClientSchema, NewSecretSchema):
+    """Response of ``POST /clients``."""
+
+
+class SecretSchema(Schema):
+    """Metadata of one client secret (never the secret or its hash)."""
+
+    id = fields.String(required=True)
+    label = fields.String(allow_none=True, required=True)
+    created_at = fields.AwareDateTime(required=True)
+    expires_at = fields.AwareDateTime(allow_none=True, required=True)
+    last_used_at = fields.AwareDateTime(allow_none=True, required=True)
+
+
+class SecretListSchema(Schema):
+    secrets = fields.List(fields.Nested(SecretSchema), required=True)
+
+
+class EventSchema(Schema):
+    """One audit-trail row."""
+
+    id = fields.Integer(required=True)
+    event = fields.String(required=True)
+    client_id = fields.String(allow_none=True, required=True)
+    actor = fields.String(required=True)
+    request_id = fields.String(allow_none=True, required=True)
+    changes = fields.Dict(allow_none=True, required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class ClientPageSchema(Schema):
+    clients = fields.List(fields.Nested(ClientSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class EventPageSchema(Schema):
+    events = fields.List(fields.Nested(EventSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class ClientQuerySchema(Schema):
+    """Query string of ``GET /clients``."""
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=500))
+    name_prefix = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
+    disabled = fields.Boolean()
+    expired = fields.Boolean()
+
+
+class EventQuerySchema(Schema):
+    """Query string of ``GET /events`` and ``GET /clients/<id>/events``."""
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=500))
+    event = fields.String(validate=validate.Length(max=64))
+    actor = fields.String(validate=validate.Length(max=200))
+    client_id = fields.String(validate=validate.Length(max=64))
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.Dict(
+        keys=fields.String(), values=fields.Raw(), metadata={"description": "Messages per field."}
+    )

@@ -1,0 +1,170 @@
+"""Routes of the management API; each one is a thin layer over :mod:`flask_m2m.clients`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
+
+from .. import audit, clients
+from ..decorators import authenticate_request
+from ..extension import get_state
+from .openapi import openapi_document
+from .schemas import (
+    ClientCreateSchema,
+    ClientPageSchema,
+    ClientQuerySchema,
+    ClientSchema,
+    ClientUpdateSchema,
+    EventPageSchema,
+    EventQuerySchema,
+    NewSecretSchema,
+    SecretCreateSchema,
+    SecretListSchema,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Scope a Bearer token needs to use the management API (unless an authorizer is set).
+ADMIN_SCOPE = "m2m:admin"
+
+
+def authorize() -> str:
+    """The acting principal, from the app's authorizer or an ``m2m:admin`` Bearer token.
+
+    :raises MissingToken, InvalidToken, InsufficientScope: (401/403) for token callers.
+    :raises Forbidden: when the app's authorizer refuses.
+    """
+    state = get_state()
+    authorizer = state.management_authorizer()
+    if authorizer is not None:
+        principal = authorizer()
+        if principal is None or principal is False:
+            raise Forbidden("You may not manage clients.")
+        return str(principal)
+    token = authenticate_request((ADMIN_SCOPE,))
+    return f"client:{token.client_id}"
+
+
+def managed(view: Callable[P, R]) -> Callable[P, R]:
+    """Authorize the caller and name it as the actor of any audit row the view writes."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        audit.set_actor(authorize())
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _json_body() -> Any:
+    """The request's JSON body: 415 for another media type, 400 when unreadable."""
+    if not request.is_json:
+        raise UnsupportedMediaType("Send the body as application/json.")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("The body is not valid JSON.")
+    return body
+
+
+def _dump(schema: Any, obj: Any, status: int = 200) -> tuple[Response, int]:
+    return jsonify(schema.dump(obj)), status
+
+
+def _with_secret(client: Any, issued: clients.IssuedSecret) -> dict[str, Any]:
+    """The ``ClientWithSecret`` response: the client, and its new secret once."""
+    data: dict[str, Any] = ClientSchema().dump(client)
+    data.update(NewSecretSchema().dump(issued.as_dict()))
+    return data
+
+
+@managed
+def create_client() -> tuple[Response, int]:
+    data = ClientCreateSchema().load(_json_body())
+    client, issued = clients.create_client(get_state(), **data)
+    return jsonify(_with_secret(client, issued)), 201
+
+
+@managed
+def list_clients() -> tuple[Response, int]:
+    query = ClientQuerySchema().load(request.args)
+    page = clients.list_clients(get_state(), **query)
+    return _dump(ClientPageSchema(), {"clients": page.items, "next_cursor": page.next_cursor})
+
+
+@managed
+def get_client(client_id: str) -> tuple[Response, int]:
+    return _dump(ClientSchema(), clients.get_client(get_state(), client_id))
+
+
+@managed
+def update_client(client_id: str) -> tuple[Response, int]:
+    changes = ClientUpdateSchema().load(_json_body())
+    return _dump(ClientSchema(), clients.update_client(get_state(), client_id, changes))
+
+
+@managed
+def delete_client(client_id: str) -> Response:
+    clients.delete_client(get_state(), client_id)
+    return Response(status=204)
+
+
+@managed
+def add_secret(client_id: str) -> tuple[Response, int]:
+    data = SecretCreateSchema().load(_json_body() if request.content_length else {})
+    client, issued = clients.rotate_secret(get_state(), client_id, **data)
+    return jsonify(NewSecretSchema().dump(issued.as_dict())), 200
+
+
+@managed
+def list_secrets(client_id: str) -> tuple[Response, int]:
+    secrets = clients.list_secrets(get_state(), client_id)
+    return _dump(SecretListSchema(), {"secrets": secrets})
+
+
+@managed
+def delete_secret(client_id: str, secret_id: str) -> Response:
+    clients.delete_secret(get_state(), client_id, secret_id)
+    return Response(status=204)
+
+
+@managed
+def client_events(client_id: str) -> tuple[Response, int]:
+    query = EventQuerySchema().load(request.args)
+    query["client_id"] = client_id
+    page = audit.list_events(get_state(), **query)
+    return _dump(EventPageSchema(), {"events": page.items, "next_cursor": page.next_cursor})
+
+
+@managed
+def events() -> tuple[Response, int]:
+    page = audit.list_events(get_state(), **EventQuerySchema().load(request.args))
+    return _dump(EventPageSchema(), {"events": page.items, "next_cursor": page.next_cursor})
+
+
+def openapi() -> Response:
+    """The OpenAPI 3.1 document of the management API and the protocol endpoints."""
+    return jsonify(openapi_document(get_state()))
+
+
+def register_routes(bp: Blueprint) -> None:
+    """Add the management routes to ``bp``."""
+    bp.add_url_rule("/clients", view_func=create_client, methods=["POST"])
+    bp.add_url_rule("/clients", view_func=list_clients, methods=["GET"])
+    bp.add_url_rule("/clients/<client_id>", view_func=get_client, methods=["GET"])
+    bp.add_url_rule(
+        "/clients/<client_id>", view_func=update_client, methods=["PATCH", "PUT"]
+    )
+    bp.add_url_rule("/clients/<client_id>", view_func=delete_client, methods=["DELETE"])
+    bp.add_url_rule("/clients/<client_id>/secret", view_func=add_secret, methods=["POST"])
+    bp.add_url_rule("/clients/<client_id>/secrets", view_func=list_secrets, methods=["GET"])
+    bp.add_url_rule(
+        "/clients/<client_id>/secrets/<secret_id>", view_func=delete_secret, methods=["DELETE"]
+    )
+    bp.add_url_rule("/clients/<client_id>/events", view_func=client_events, methods=["GET"])
+    bp.add_url_rule("/events", view_func=events, methods=["GET"])
+    bp.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
