@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import schemathesis
+from conftest import DATABASE_URL, SECRET_KEY, bearer, fetch_token, register
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from conftest import DATABASE_URL, SECRET_KEY, bearer, fetch_token, register
 from example import create_app
 
 #: Examples per operation: enough to reach every documented status, bounded in time.
