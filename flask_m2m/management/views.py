@@ -29,6 +29,9 @@ from .schemas import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Largest JSON body the management API reads.
+MAX_BODY_BYTES = 1024 * 1024
+
 #: Scope a Bearer token needs to use the management API (unless an authorizer is set).
 ADMIN_SCOPE = "m2m:admin"
 
@@ -62,9 +65,11 @@ def managed(view: Callable[P, R]) -> Callable[P, R]:
 
 
 def _json_body() -> Any:
-    """The request's JSON body: 415 for another media type, 400 when unreadable."""
+    """The request's JSON body: 415 for another media type, 413 when too large, 400 when
+    unreadable."""
     if not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
+    request.max_content_length = MAX_BODY_BYTES
     body = request.get_json(silent=True)
     if body is None:
         raise BadRequest("The body is not valid JSON.")
