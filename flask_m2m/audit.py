@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from flask import g, has_request_context, request
 from sqlalchemy import select
 
+from .errors import InvalidClientData
 from .models import utcnow
-from .pagination import Page, decode_cursor, encode_cursor
+from .pagination import Page, decode_cursor, fetch_page
 
 if TYPE_CHECKING:
     from .extension import M2MState
@@ -69,17 +70,16 @@ def list_events(
     :raises InvalidClientData: for a cursor this server did not make.
     """
     model = state.models.audit_event
-    query = select(model).order_by(model.id.desc()).limit(limit + 1)
+    query = select(model).order_by(model.id.desc())
     if cursor:
         (last_id,) = decode_cursor(cursor, 1)
-        query = query.where(model.id < int(last_id))
+        if not isinstance(last_id, int):
+            raise InvalidClientData("Not a cursor of this list.", field="cursor")
+        query = query.where(model.id < last_id)
     if client_id is not None:
         query = query.where(model.client_id == client_id)
     if event is not None:
         query = query.where(model.event == event)
     if actor is not None:
         query = query.where(model.actor == actor)
-    rows = list(state.db.session.execute(query).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, encode_cursor([rows[-1].id]) if more else None)
+    return fetch_page(state.db.session, query, limit, lambda row: [row.id])

@@ -117,24 +117,26 @@ def list_clients(as_json: bool) -> None:
         click.echo(f"{c.client_id}  {status:8}  expires {expires}  {c.name!r}  [{c.scope}]")
 
 
-@m2m_cli.command("disable-client", help="Disable a client; its outstanding tokens stop working.")
+def _set_disabled(client_id: str, disabled: bool) -> None:
+    try:
+        clients.set_disabled(_state(), client_id, disabled)
+    except ClientNotFound as exc:
+        _fail(exc)
+    click.echo(f"{'Disabled' if disabled else 'Enabled'} {client_id}.")
+
+
+@m2m_cli.command("disable-client")
 @click.argument("client_id")
 def disable_client(client_id: str) -> None:
-    try:
-        clients.set_disabled(_state(), client_id, True)
-    except ClientNotFound as exc:
-        _fail(exc)
-    click.echo(f"Disabled {client_id}.")
+    """Disable a client; its outstanding tokens stop working."""
+    _set_disabled(client_id, True)
 
 
-@m2m_cli.command("enable-client", help="Enable a disabled client.")
+@m2m_cli.command("enable-client")
 @click.argument("client_id")
 def enable_client(client_id: str) -> None:
-    try:
-        clients.set_disabled(_state(), client_id, False)
-    except ClientNotFound as exc:
-        _fail(exc)
-    click.echo(f"Enabled {client_id}.")
+    """Enable a disabled client (its tokens from before stay invalid)."""
+    _set_disabled(client_id, False)
 
 
 @m2m_cli.command("delete-client", help="Delete a client; its tokens stop working.")

@@ -26,7 +26,7 @@ from .credentials import (
 from .errors import ClientNotFound, InvalidClientData, SecretConflict
 from .grants import SCOPE_TOKEN
 from .models import utcnow
-from .pagination import Page, decode_cursor, encode_cursor
+from .pagination import Page, decode_cursor, fetch_page
 
 if TYPE_CHECKING:
     from .extension import M2MState
@@ -356,7 +356,7 @@ def list_clients(
 ) -> Page:
     """Clients, oldest first, filtered, one page at a time (keyset pagination)."""
     model = state.models.client
-    query = select(model).order_by(model.created_at, model.client_id).limit(limit + 1)
+    query = select(model).order_by(model.created_at, model.client_id)
     if cursor:
         created, client_id = decode_cursor(cursor, 2)
         try:
@@ -377,12 +377,9 @@ def list_clients(
         now = utcnow()
         is_expired = and_(model.expires_at.is_not(None), model.expires_at <= now)
         query = query.where(is_expired if expired else ~is_expired)
-    rows = list(state.db.session.execute(query).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    next_cursor = encode_cursor([last.created_at.isoformat(), last.client_id]) if last else None
-    return Page(rows, next_cursor)
+    return fetch_page(
+        state.db.session, query, limit, lambda row: [row.created_at.isoformat(), row.client_id]
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,17 @@ class Page:
 
     items: list[Any]
     next_cursor: str | None
+
+
+def fetch_page(session: Any, query: Any, limit: int, cursor_of: Callable[[Any], list[Any]]) -> Page:
+    """Run ``query`` (already ordered and filtered) for one page of ``limit`` rows.
+
+    :param cursor_of: the sort key of a row, as the values of the next page's cursor.
+    """
+    rows = list(session.execute(query.limit(limit + 1)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(cursor_of(rows[-1])) if more else None)
 
 
 def encode_cursor(values: list[Any]) -> str:
