@@ -73,7 +73,7 @@ def list_events(
     query = select(model).order_by(model.id.desc())
     if cursor:
         (last_id,) = decode_cursor(cursor, 1)
-        if not isinstance(last_id, int):
+        if not isinstance(last_id, int) or not 0 < last_id < 2**63:
             raise InvalidClientData("Not a cursor of this list.", field="cursor")
         query = query.where(model.id < last_id)
     if client_id is not None:

@@ -416,7 +416,8 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
     for field, (attribute, value) in checked.items():
         old = getattr(client, attribute)
         if old != value:
-            diff[field] = {"from": _jsonable(old), "to": _jsonable(value)}
+            shown = (old.split(), value.split()) if field == "scopes" else (old, value)
+            diff[field] = {"from": _jsonable(shown[0]), "to": _jsonable(shown[1])}
             setattr(client, attribute, value)
     if not diff:
         state.db.session.rollback()

@@ -41,11 +41,13 @@ class ClientCreateSchema(_RateLimitMixin, Schema):
     name = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
     scopes = fields.List(_scope, load_default=list, validate=validate.Length(max=100))
     expires_in_days = fields.Integer(
-        allow_none=True, validate=validate.Range(min=1, max=MAX_LIFETIME_DAYS)
+        strict=True, allow_none=True, validate=validate.Range(min=1, max=MAX_LIFETIME_DAYS)
     )
     metadata = fields.Dict(keys=fields.String(), allow_none=True)
     rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
-    access_token_expires_in = fields.Integer(allow_none=True, validate=validate.Range(min=1))
+    access_token_expires_in = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=1)
+    )
     secret_label = fields.String(allow_none=True, validate=validate.Length(max=100))
 
 
@@ -58,13 +60,17 @@ class ClientUpdateSchema(_RateLimitMixin, Schema):
     metadata = fields.Dict(keys=fields.String(), allow_none=True)
     expires_at = fields.AwareDateTime(allow_none=True, format="iso")
     rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
-    access_token_expires_in = fields.Integer(allow_none=True, validate=validate.Range(min=1))
+    access_token_expires_in = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=1)
+    )
 
 
 class SecretCreateSchema(Schema):
     """Body of ``POST /clients/<id>/secret``."""
 
-    grace_period_seconds = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    grace_period_seconds = fields.Integer(
+        strict=True, load_default=0, validate=validate.Range(min=0)
+    )
     label = fields.String(allow_none=True, validate=validate.Length(max=100))
 
 
