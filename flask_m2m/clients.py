@@ -8,7 +8,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
@@ -137,6 +137,13 @@ def _expiry_from_days(state: M2MState, days: int | None) -> datetime | None:
 
 def _check_expires_at(state: M2MState, expires_at: datetime | None) -> datetime | None:
     high = _lifetime_limits(state)[1]
+    if expires_at is not None:
+        try:
+            expires_at = expires_at.astimezone(UTC)
+            if not 1970 <= expires_at.year <= 9000:
+                raise OverflowError
+        except OverflowError:
+            raise InvalidClientData("expires_at is out of range.", field="expires_at") from None
     if expires_at is None:
         if high is not None:
             raise InvalidClientData(f"Clients must expire within {high} days.", field="expires_at")
@@ -173,6 +180,12 @@ def _check_token_lifetime(state: M2MState, seconds: int | None) -> int | None:
             field="access_token_expires_in",
         )
     return seconds
+
+
+def _check_label(label: str | None, field: str) -> str | None:
+    if label is not None and (len(label) > 100 or not label.isprintable()):
+        raise InvalidClientData("A label is printable text of at most 100 characters.", field)
+    return label
 
 
 def _check_imported_secret(secret: str) -> str:
@@ -236,6 +249,7 @@ def rotate_secret(
         raise InvalidClientData(
             f"grace_period_seconds must be from 0 to {limit}.", field="grace_period_seconds"
         )
+    _check_label(label, "label")
     client = get_client(state, client_id, for_update=True)
     model = state.models.client_secret
     now = utcnow()
@@ -307,6 +321,7 @@ def create_client(
     :returns: the client and its secret, whose plaintext is never stored nor shown again.
     """
     plaintext = _check_imported_secret(secret) if secret is not None else None
+    _check_label(secret_label, "secret_label")
     client = state.models.client(
         client_id=generate_client_id(),
         name=_check_name(state, name),
@@ -361,7 +376,10 @@ def list_clients(
         created, client_id = decode_cursor(cursor, 2)
         try:
             after = datetime.fromisoformat(str(created))
-        except ValueError:
+            if after.tzinfo is None:
+                raise ValueError(created)
+            after = after.astimezone(UTC)
+        except (ValueError, OverflowError):
             raise InvalidClientData("Not a cursor of this list.", field="cursor") from None
         query = query.where(
             or_(

@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "M2M_MAX_REQUEST_BYTES": 16384,
     #: Register the ``flask m2m`` CLI group.
     "M2M_ENABLE_CLI": True,
+    #: Default per-client limit on the token endpoint (a client's ``rate_limit`` overrides it).
+    "M2M_TOKEN_RATE_LIMIT": "1000/day",
+    #: Per remote address, counting only failed client authentications (all protocol routes).
+    "M2M_FAILED_AUTH_RATE_LIMIT": "60/minute",
+    #: Per caller (Bearer token, else address) on the management API.
+    "M2M_MANAGEMENT_RATE_LIMIT": "300/minute",
     #: Register the management API (``/clients``, ``/events``, ``/openapi.json``).
     "M2M_MANAGEMENT_ENABLED": True,
     #: Policy: a client must have a non-empty name.
@@ -101,6 +107,9 @@ class Settings:
     max_request_bytes: int
     enable_cli: bool
     management_enabled: bool
+    token_rate_limit: str
+    failed_auth_rate_limit: str
+    management_rate_limit: str
     require_client_name: bool
     allow_client_metadata: bool
     max_metadata_bytes: int
@@ -196,6 +205,18 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
             "M2M_ACCESS_TOKEN_EXPIRES_IN_MIN exceeds M2M_ACCESS_TOKEN_EXPIRES_IN_MAX."
         )
 
+    def limit_string(key: str) -> str:
+        from limits import parse_many
+
+        value = get(key)
+        try:
+            if not isinstance(value, str) or not parse_many(value):
+                raise ValueError(value)
+        except ValueError:
+            message = f"{key} must be a limit string such as '100/minute'."
+            raise ConfigurationError(message) from None
+        return value
+
     prefix = "/" + str(get("M2M_URL_PREFIX") or "").strip("/")
     issuer = get("M2M_ISSUER")
     audience = get("M2M_AUDIENCE")
@@ -216,6 +237,9 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
         max_request_bytes=positive_int("M2M_MAX_REQUEST_BYTES", 1024),
         enable_cli=bool(get("M2M_ENABLE_CLI")),
         management_enabled=bool(get("M2M_MANAGEMENT_ENABLED")),
+        token_rate_limit=limit_string("M2M_TOKEN_RATE_LIMIT"),
+        failed_auth_rate_limit=limit_string("M2M_FAILED_AUTH_RATE_LIMIT"),
+        management_rate_limit=limit_string("M2M_MANAGEMENT_RATE_LIMIT"),
         require_client_name=bool(get("M2M_REQUIRE_CLIENT_NAME")),
         allow_client_metadata=bool(get("M2M_ALLOW_CLIENT_METADATA")),
         max_metadata_bytes=positive_int("M2M_MAX_METADATA_BYTES", 2),

@@ -17,6 +17,7 @@ from .tokens import AccessToken, TokenRejected
 
 if TYPE_CHECKING:
     from .extension import M2MState
+    from .ratelimit import RateLimits
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
@@ -181,13 +182,17 @@ def metadata() -> Response:
     )
 
 
-def create_blueprint(url_prefix: str) -> Blueprint:
-    """The protocol blueprint; ``init_app`` registers it on each app."""
+def create_blueprint(url_prefix: str, limits: RateLimits) -> Blueprint:
+    """The protocol blueprint, rate-limited; ``init_app`` registers it on each app."""
     bp = Blueprint("m2m", __name__)
     every_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    bp.add_url_rule(f"{url_prefix}/token", view_func=token, methods=every_method)
-    bp.add_url_rule(f"{url_prefix}/revoke", view_func=revoke, methods=every_method)
-    bp.add_url_rule(f"{url_prefix}/introspect", view_func=introspect, methods=every_method)
+    bp.add_url_rule(
+        f"{url_prefix}/token", view_func=limits.protect_token_endpoint(token), methods=every_method
+    )
+    for name, view in (("revoke", revoke), ("introspect", introspect)):
+        bp.add_url_rule(
+            f"{url_prefix}/{name}", view_func=limits.protect_client_auth(view), methods=every_method
+        )
     bp.add_url_rule(f"{url_prefix}/jwks.json", view_func=jwks, methods=["GET"])
     bp.add_url_rule(METADATA_PATH, view_func=metadata, methods=["GET"])
     return bp

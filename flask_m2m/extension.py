@@ -15,6 +15,7 @@ from .errors import ConfigurationError
 from .grants import Server
 from .keys import KeyStore
 from .models import Models, default_models
+from .ratelimit import RateLimits
 from .tokens import TokenService
 
 EXTENSION_KEY = "m2m"
@@ -29,6 +30,7 @@ class M2MState:
     models: Models
     secret_hash_key: bytes
     extension: M2M
+    rate_limits: RateLimits = field(init=False)
     keys: KeyStore = field(init=False)
     tokens: TokenService = field(init=False)
     server: Server = field(init=False)
@@ -119,11 +121,14 @@ class M2M:
             extension=self,
         )
         app.extensions[EXTENSION_KEY] = state
-        app.register_blueprint(create_blueprint(settings.url_prefix))
+        state.rate_limits = RateLimits(app, state)
+        app.register_blueprint(create_blueprint(settings.url_prefix, state.rate_limits))
         if settings.management_enabled:
             from .management import create_management_blueprint
 
-            app.register_blueprint(create_management_blueprint(settings.url_prefix))
+            blueprint = create_management_blueprint(settings.url_prefix)
+            state.rate_limits.protect_management(blueprint)
+            app.register_blueprint(blueprint)
         if settings.enable_cli:
             from .cli import m2m_cli
 

@@ -142,7 +142,7 @@ def _note_use(state: M2MState, client: Any, secret: Any, valid: list[Any], now: 
         )
 
 
-def _basic_credentials() -> tuple[str, str] | None:
+def basic_credentials() -> tuple[str, str] | None:
     """The (client_id, secret) of a ``Basic`` header, form-decoded (RFC 6749 §2.3.1)."""
     header = flask_request.headers.get("Authorization")
     if not header:
@@ -164,7 +164,7 @@ def _basic_credentials() -> tuple[str, str] | None:
 
 
 def _client_secret_basic(state: M2MState) -> Any:
-    credentials = _basic_credentials()
+    credentials = basic_credentials()
     if credentials is None:
         return None
     if "client_secret" in flask_request.form:

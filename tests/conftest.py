@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote_plus
@@ -23,6 +24,8 @@ from flask_m2m.extension import get_state
 
 #: The database every test app uses; SQLite in memory unless a real server is configured.
 DATABASE_URL = os.environ.get("M2M_TEST_DATABASE_URL", "sqlite://")
+#: Where rate-limit counters live: memory, or the Redis that ``M2M_TEST_REDIS_URL`` names.
+RATELIMIT_STORAGE_URI = os.environ.get("M2M_TEST_REDIS_URL", "memory://")
 SECRET_KEY = "test-secret-key-0123456789abcdef"
 
 
@@ -38,7 +41,8 @@ def make_app(database_url: str = DATABASE_URL, **config: Any) -> tuple[Flask, SQ
         TESTING=True,
         SECRET_KEY=SECRET_KEY,
         SQLALCHEMY_DATABASE_URI=database_url,
-        RATELIMIT_STORAGE_URI="memory://",
+        RATELIMIT_STORAGE_URI=RATELIMIT_STORAGE_URI,
+        RATELIMIT_KEY_PREFIX=f"m2m-test-{uuid.uuid4().hex}",  # each app its own counters
         M2M_ISSUER="https://issuer.test",
     )
     app.config.update(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -70,10 +71,14 @@ def _json_body() -> Any:
     if not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
     request.max_content_length = MAX_BODY_BYTES
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("The body is not valid JSON.")
-    return body
+    try:
+        return json.loads(request.get_data(cache=True), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # also NaN/Infinity, which JSON does not have
+        raise BadRequest("The body is not valid JSON.") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _dump(schema: Any, obj: Any, status: int = 200) -> tuple[Response, int]:
