@@ -1,0 +1,127 @@
+"""Rate limits (Flask-Limiter): per client on the token endpoint, per address on failed client
+authentication, per caller on the management API. Counters live in memory, or in the Redis
+that ``M2M_TEST_REDIS_URL`` names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import RATELIMIT_STORAGE_URI, basic_auth, bearer, fetch_token, make_app, register
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_m2m import ConfigurationError
+
+GRANT = {"grant_type": "client_credentials"}
+
+
+def token_status(client: FlaskClient, creds: dict[str, Any], secret: str | None = None) -> Any:
+    headers = basic_auth(creds["client_id"], secret or creds["client_secret"])
+    return client.post("/m2m/token", data=GRANT, headers=headers)
+
+
+def assert_429(response: Any, problem: bool = False) -> None:
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    if problem:
+        assert response.mimetype == "application/problem+json"
+        assert response.get_json()["status"] == 429
+    else:
+        assert response.mimetype == "application/json"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.get_json()["error"] == "too_many_requests"
+        assert "error_description" in response.get_json()
+
+
+def test_token_limit_per_client(app_factory: Callable[..., Flask]) -> None:
+    """RFC 6585 §4: a client over its token-endpoint limit gets 429 with Retry-After and a JSON
+    error (RFC 6749 §5.2 shape); another client is not affected."""
+    app = app_factory(M2M_TOKEN_RATE_LIMIT="3/minute")
+    c, first, second = app.test_client(), register(app), register(app)
+    for remaining in ("2", "1", "0"):
+        response = token_status(c, first)
+        assert response.status_code == 200
+        assert response.headers["X-RateLimit-Limit"] == "3"
+        assert response.headers["X-RateLimit-Remaining"] == remaining
+    assert_429(token_status(c, first))
+    assert token_status(c, second).status_code == 200
+
+
+def test_client_own_rate_limit_overrides_default(app_factory: Callable[..., Flask]) -> None:
+    """A client's ``rate_limit`` replaces ``M2M_TOKEN_RATE_LIMIT`` for that client only."""
+    app = app_factory(M2M_TOKEN_RATE_LIMIT="2/minute")
+    c = app.test_client()
+    generous, plain = register(app, rate_limit="5/minute"), register(app)
+    assert [token_status(c, generous).status_code for _ in range(6)] == [200] * 5 + [429]
+    assert [token_status(c, plain).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_failed_attempts_do_not_spend_a_clients_quota(app_factory: Callable[..., Flask]) -> None:
+    """Only successful token requests count against a client, so a caller that names a client
+    with a wrong secret cannot exhaust that client's limit."""
+    app = app_factory(M2M_TOKEN_RATE_LIMIT="2/minute", M2M_FAILED_AUTH_RATE_LIMIT="100/minute")
+    c, victim = app.test_client(), register(app)
+    for _ in range(5):
+        assert token_status(c, victim, secret="m2ms_wrong" + "x" * 40).status_code == 401
+    assert token_status(c, victim).status_code == 200
+
+
+def test_failed_authentication_limit_per_address(app_factory: Callable[..., Flask]) -> None:
+    """Brute-force guard: failed client authentications from one address are limited across the
+    token, revocation and introspection endpoints; successes do not count."""
+    app = app_factory(M2M_FAILED_AUTH_RATE_LIMIT="3/minute")
+    c, creds = app.test_client(), register(app)
+    for _ in range(5):
+        assert token_status(c, creds).status_code == 200  # successes are free
+    wrong = basic_auth(creds["client_id"], "m2ms_" + "y" * 64)
+    assert c.post("/m2m/token", data=GRANT, headers=wrong).status_code == 401
+    assert c.post("/m2m/revoke", data={"token": "x"}, headers=wrong).status_code == 401
+    assert c.post("/m2m/introspect", data={"token": "x"}, headers=wrong).status_code == 401
+    assert_429(c.post("/m2m/token", data=GRANT, headers=wrong))
+    # the address is now blocked for a while, even with good credentials
+    assert_429(token_status(c, creds))
+    other = c.post("/m2m/token", data=GRANT, headers=wrong, environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert other.status_code == 401
+
+
+def test_management_limit_per_caller(app_factory: Callable[..., Flask]) -> None:
+    """The management API is limited per caller; a 429 there is an RFC 9457 problem."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT="2/minute")
+    c = app.test_client()
+    first = bearer(fetch_token(c, register(app, "m2m:admin")))
+    second = bearer(fetch_token(c, register(app, "m2m:admin")))
+    assert [c.get("/m2m/clients", headers=first).status_code for _ in range(2)] == [200, 200]
+    assert_429(c.get("/m2m/clients", headers=first), problem=True)
+    assert c.get("/m2m/clients", headers=second).status_code == 200
+
+
+def test_host_app_limits_are_not_applied_twice(app_factory: Callable[..., Flask]) -> None:
+    """The app's own ``RATELIMIT_DEFAULT`` / application limits are left to the app's limiter:
+    flask-m2m's limiter never enforces them on the app's routes."""
+    app = app_factory(RATELIMIT_DEFAULT="1/minute", RATELIMIT_APPLICATION="1/minute")
+    c, creds = app.test_client(), register(app)
+    token = fetch_token(c, creds)
+    statuses = [c.get("/api/whoami", headers=bearer(token)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "key", ["M2M_TOKEN_RATE_LIMIT", "M2M_FAILED_AUTH_RATE_LIMIT", "M2M_MANAGEMENT_RATE_LIMIT"]
+)
+def test_bad_limit_strings_are_refused(key: str) -> None:
+    """A limit string the ``limits`` parser refuses is a ConfigurationError at init."""
+    with pytest.raises(ConfigurationError):
+        make_app(**{key: "lots per fortnight"})
+
+
+def test_storage_is_the_configured_one(app: Flask) -> None:
+    """Counters live where ``RATELIMIT_STORAGE_URI`` says (Redis in CI, memory by default)."""
+    from flask_m2m.extension import get_state
+
+    storage = get_state(app).rate_limits.limiter.storage
+    scheme = RATELIMIT_STORAGE_URI.split(":", 1)[0]
+    assert type(storage).__name__.lower().startswith(scheme)
+    assert storage.check()
