@@ -83,7 +83,8 @@ def test_failed_authentication_limit_per_address(app_factory: Callable[..., Flas
     assert_429(c.post("/m2m/token", data=GRANT, headers=wrong))
     # the address is now blocked for a while, even with good credentials
     assert_429(token_status(c, creds))
-    other = c.post("/m2m/token", data=GRANT, headers=wrong, environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    elsewhere = {"REMOTE_ADDR": "10.9.9.9"}
+    other = c.post("/m2m/token", data=GRANT, headers=wrong, environ_base=elsewhere)
     assert other.status_code == 401
 
 
