@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, or_, select
 
 from . import audit, signals
 from .credentials import (
+    CLIENT_ID_PATTERN,
     MAX_SECRET_LENGTH,
     MIN_IMPORTED_SECRET_LENGTH,
     generate_client_id,
@@ -290,7 +291,7 @@ def delete_secret(state: M2MState, client_id: str, secret_id: str) -> None:
     """
     get_client(state, client_id, for_update=True)
     model = state.models.client_secret
-    row = state.db.session.get(model, secret_id)
+    row = state.db.session.get(model, secret_id) if CLIENT_ID_PATTERN.fullmatch(secret_id) else None
     now = utcnow()
     if row is None or row.client_id != client_id or not row.is_valid(now):
         raise ClientNotFound(f"No secret {secret_id!r} for this client.")

@@ -48,6 +48,9 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
         values = None
     if not isinstance(values, list) or len(values) != size:
         raise InvalidClientData("Not a cursor of this list.", field="cursor")
-    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+    if not all(
+        (isinstance(v, str) and v.isprintable()) or (isinstance(v, int) and not isinstance(v, bool))
+        for v in values
+    ):
         raise InvalidClientData("Not a cursor of this list.", field="cursor")
     return values

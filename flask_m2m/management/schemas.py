@@ -14,6 +14,8 @@ from ..clients import MAX_LIFETIME_DAYS, MAX_NAME_LENGTH
 from ..grants import SCOPE_TOKEN
 
 _scope = fields.String(validate=validate.Regexp(SCOPE_TOKEN, error="Not a valid scope token."))
+#: Text without control characters (NUL among them, which PostgreSQL cannot store or compare).
+_printable = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Control characters are not allowed.")
 
 
 def _check_rate_limit(value: str | None) -> None:
@@ -143,8 +145,8 @@ class ClientQuerySchema(Schema):
     """Query string of ``GET /clients``."""
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String(validate=validate.Length(max=500))
-    name_prefix = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
+    cursor = fields.String(validate=[_printable, validate.Length(max=500)])
+    name_prefix = fields.String(validate=[_printable, validate.Length(max=MAX_NAME_LENGTH)])
     disabled = fields.Boolean()
     expired = fields.Boolean()
 
@@ -153,10 +155,10 @@ class EventQuerySchema(Schema):
     """Query string of ``GET /events`` and ``GET /clients/<id>/events``."""
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String(validate=validate.Length(max=500))
-    event = fields.String(validate=validate.Length(max=64))
-    actor = fields.String(validate=validate.Length(max=200))
-    client_id = fields.String(validate=validate.Length(max=64))
+    cursor = fields.String(validate=[_printable, validate.Length(max=500)])
+    event = fields.String(validate=[_printable, validate.Length(max=64)])
+    actor = fields.String(validate=[_printable, validate.Length(max=200)])
+    client_id = fields.String(validate=[_printable, validate.Length(max=64)])
 
 
 class ProblemSchema(Schema):

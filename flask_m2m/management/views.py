@@ -11,7 +11,9 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
 from .. import audit, clients
+from ..credentials import CLIENT_ID_PATTERN
 from ..decorators import authenticate_request
+from ..errors import ClientNotFound
 from ..extension import get_state
 from .openapi import openapi_document
 from .schemas import (
@@ -144,6 +146,8 @@ def delete_secret(client_id: str, secret_id: str) -> Response:
 
 @managed
 def client_events(client_id: str) -> tuple[Response, int]:
+    if not CLIENT_ID_PATTERN.fullmatch(client_id):
+        raise ClientNotFound(f"No client {client_id!r}.")
     query = EventQuerySchema().load(request.args)
     query["client_id"] = client_id
     page = audit.list_events(get_state(), **query)
