@@ -208,7 +208,9 @@ def _management_paths(spec: APISpec, prefix: str) -> None:
     spec.path(
         path=f"{prefix}/clients/{{client_id}}/events",
         parameters=[_CLIENT_ID],
-        operations={"get": events_get},
+        operations={
+            "get": {**events_get, "responses": {**events_get["responses"], **_problems(404)}}
+        },
     )
     spec.path(path=f"{prefix}/events", operations={"get": events_get})
 
