@@ -216,61 +216,31 @@ def _management_paths(spec: APISpec, prefix: str) -> None:
 
 
 def _protocol_paths(spec: APISpec, prefix: str) -> None:
-    basic: dict[str, Any] = {"security": [{"basicAuth": []}, {}]}
     oauth_errors = {
         str(code): _json("OAuthError", "RFC 6749 §5.2 error") for code in (400, 401, 405, 413, 429)
     }
-    spec.path(
-        path=f"{prefix}/token",
-        operations={
-            "post": {
-                **basic,
-                "summary": "Client credentials grant (RFC 6749 §4.4).",
-                "requestBody": _body("TokenRequest", _FORM),
-                "responses": {"200": _json("TokenResponse", "Access token"), **oauth_errors},
-            }
-        },
-    )
-    spec.path(
-        path=f"{prefix}/revoke",
-        operations={
-            "post": {
-                **basic,
-                "summary": "Token revocation (RFC 7009).",
-                "requestBody": _body("TokenParams", _FORM),
-                "responses": {"200": {"description": "Revoked, or not a token"}, **oauth_errors},
-            }
-        },
-    )
-    spec.path(
-        path=f"{prefix}/introspect",
-        operations={
-            "post": {
-                **basic,
-                "summary": "Token introspection (RFC 7662).",
-                "requestBody": _body("TokenParams", _FORM),
-                "responses": {"200": _json("Introspection", "Token state"), **oauth_errors},
-            }
-        },
-    )
-    spec.path(
-        path=f"{prefix}/jwks.json",
-        operations={
-            "get": {
-                "summary": "Public signing keys (RFC 7517).",
-                "responses": {"200": {"description": "JWK set"}},
-            }
-        },
-    )
-    spec.path(
-        path="/.well-known/oauth-authorization-server",
-        operations={
-            "get": {
-                "summary": "Authorization server metadata (RFC 8414).",
-                "responses": {"200": {"description": "Metadata"}},
-            }
-        },
-    )
+    form_posts = [
+        ("token", "Client credentials grant (RFC 6749 §4.4).", "TokenRequest",
+         _json("TokenResponse", "Access token")),
+        ("revoke", "Token revocation (RFC 7009).", "TokenParams",
+         {"description": "Revoked, or not a token"}),
+        ("introspect", "Token introspection (RFC 7662).", "TokenParams",
+         _json("Introspection", "Token state")),
+    ]
+    for name, summary, body, ok in form_posts:
+        operation = {
+            "security": [{"basicAuth": []}, {}],
+            "summary": summary,
+            "requestBody": _body(body, _FORM),
+            "responses": {"200": ok, **oauth_errors},
+        }
+        spec.path(path=f"{prefix}/{name}", operations={"post": operation})
+    for path, summary in (
+        (f"{prefix}/jwks.json", "Public signing keys (RFC 7517)."),
+        ("/.well-known/oauth-authorization-server", "Authorization server metadata (RFC 8414)."),
+    ):
+        operation = {"summary": summary, "responses": {"200": {"description": "JSON document"}}}
+        spec.path(path=path, operations={"get": operation})
 
 
 @cache
