@@ -29,8 +29,8 @@ RATELIMIT_STORAGE_URI = os.environ.get("M2M_TEST_REDIS_URL", "memory://")
 SECRET_KEY = "test-secret-key-0123456789abcdef"
 
 
-def make_app(database_url: str = DATABASE_URL, **config: Any) -> tuple[Flask, SQLAlchemy]:
-    """A fresh app with its own ``db`` and flask-m2m, plus three protected test routes."""
+def bare_app(database_url: str = DATABASE_URL, **config: Any) -> tuple[Flask, SQLAlchemy]:
+    """A fresh app with its own ``db`` and the test configuration, without flask-m2m."""
 
     class Base(DeclarativeBase):
         pass
@@ -47,6 +47,12 @@ def make_app(database_url: str = DATABASE_URL, **config: Any) -> tuple[Flask, SQ
     )
     app.config.update(config)
     db.init_app(app)
+    return app, db
+
+
+def make_app(database_url: str = DATABASE_URL, **config: Any) -> tuple[Flask, SQLAlchemy]:
+    """A fresh app with its own ``db`` and flask-m2m, plus three protected test routes."""
+    app, db = bare_app(database_url, **config)
     M2M(app, db)
 
     @app.get("/api/whoami")

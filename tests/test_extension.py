@@ -9,12 +9,11 @@ from typing import Any
 
 import jwt  # PyJWT, only to read token headers
 import pytest
-from conftest import DATABASE_URL, SECRET_KEY, basic_auth, bearer, fetch_token, register
+from conftest import DATABASE_URL, bare_app, basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import inspect
-from sqlalchemy.orm import DeclarativeBase
 
 import flask_m2m
 from flask_m2m import (
@@ -52,19 +51,7 @@ def build() -> Iterator[Build]:
     made: list[tuple[Flask, SQLAlchemy]] = []
 
     def make(database_url: str = DATABASE_URL, **config: Any) -> tuple[Flask, SQLAlchemy]:
-        class Base(DeclarativeBase):
-            pass
-
-        db = SQLAlchemy(model_class=Base)
-        app = Flask(__name__)
-        app.config.update(
-            TESTING=True,
-            SECRET_KEY=SECRET_KEY,
-            SQLALCHEMY_DATABASE_URI=database_url,
-            M2M_ISSUER="https://issuer.test",
-        )
-        app.config.update(config)
-        db.init_app(app)
+        app, db = bare_app(database_url, **config)
         add_routes(app)
         made.append((app, db))
         return app, db
