@@ -46,10 +46,23 @@ DEFAULTS: dict[str, Any] = {
     "M2M_ENABLE_CLI": True,
     #: Default per-client limit on the token endpoint (a client's ``rate_limit`` overrides it).
     "M2M_TOKEN_RATE_LIMIT": "1000/day",
+    #: ``"enforce"`` or ``"log-only"``: what a client's token-endpoint limit does by default
+    #: (a client's ``rate_limit_mode`` overrides it); log-only counts, signals and audits.
+    "M2M_TOKEN_RATE_LIMIT_MODE": "enforce",
     #: Per remote address, counting only failed client authentications (all protocol routes).
     "M2M_FAILED_AUTH_RATE_LIMIT": "60/minute",
     #: Per caller (Bearer token, else address) on the management API.
     "M2M_MANAGEMENT_RATE_LIMIT": "300/minute",
+    #: When the rate-limit storage (e.g. Redis) fails: True counts in memory meanwhile (fail
+    #: open), False answers 503 (fail closed).
+    "M2M_RATE_LIMIT_FAIL_OPEN": True,
+    #: Serve Prometheus metrics (needs ``prometheus_client``) at ``M2M_METRICS_PATH``.
+    "M2M_METRICS_ENABLED": False,
+    #: Path of the metrics route when metrics are enabled.
+    "M2M_METRICS_PATH": "/metrics",
+    #: Hand a client asking again for the same scopes and audience its last token, while that
+    #: token has most of its lifetime left, rather than a new one.
+    "M2M_REUSE_TOKENS": False,
     #: Register the management API (``/clients``, ``/events``, ``/openapi.json``).
     "M2M_MANAGEMENT_ENABLED": True,
     #: Policy: a client must have a non-empty name.
@@ -83,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 TOKEN_FORMATS = ("jwt", "opaque")
+RATE_LIMIT_MODES = ("enforce", "log-only")
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 MIN_SECRET_LENGTH = 32
 
@@ -110,6 +124,11 @@ class Settings:
     token_rate_limit: str
     failed_auth_rate_limit: str
     management_rate_limit: str
+    token_rate_limit_mode: str
+    rate_limit_fail_open: bool
+    metrics_enabled: bool
+    metrics_path: str
+    reuse_tokens: bool
     require_client_name: bool
     allow_client_metadata: bool
     max_metadata_bytes: int
@@ -217,6 +236,10 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
             raise ConfigurationError(message) from None
         return value
 
+    mode = str(get("M2M_TOKEN_RATE_LIMIT_MODE"))
+    if mode not in RATE_LIMIT_MODES:
+        raise ConfigurationError(f"M2M_TOKEN_RATE_LIMIT_MODE must be one of {RATE_LIMIT_MODES}.")
+    metrics_path = "/" + str(get("M2M_METRICS_PATH") or "").strip("/")
     prefix = "/" + str(get("M2M_URL_PREFIX") or "").strip("/")
     issuer = get("M2M_ISSUER")
     audience = get("M2M_AUDIENCE")
@@ -240,6 +263,11 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
         token_rate_limit=limit_string("M2M_TOKEN_RATE_LIMIT"),
         failed_auth_rate_limit=limit_string("M2M_FAILED_AUTH_RATE_LIMIT"),
         management_rate_limit=limit_string("M2M_MANAGEMENT_RATE_LIMIT"),
+        token_rate_limit_mode=mode,
+        rate_limit_fail_open=bool(get("M2M_RATE_LIMIT_FAIL_OPEN")),
+        metrics_enabled=bool(get("M2M_METRICS_ENABLED")),
+        metrics_path=metrics_path,
+        reuse_tokens=bool(get("M2M_REUSE_TOKENS")),
         require_client_name=bool(get("M2M_REQUIRE_CLIENT_NAME")),
         allow_client_metadata=bool(get("M2M_ALLOW_CLIENT_METADATA")),
         max_metadata_bytes=positive_int("M2M_MAX_METADATA_BYTES", 2),

@@ -53,6 +53,9 @@ class ClientMixin:
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     #: Flask-Limiter limit string overriding the default token-endpoint limit.
     rate_limit: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: ``"enforce"`` or ``"log-only"`` (counted and reported, not enforced); None: the
+    #: ``M2M_TOKEN_RATE_LIMIT_MODE`` default.
+    rate_limit_mode: Mapped[str | None] = mapped_column(String(16), default=None)
     #: Lifetime of this client's access tokens in seconds (None: ``M2M_ACCESS_TOKEN_EXPIRES_IN``).
     access_token_expires_in: Mapped[int | None] = mapped_column(Integer, default=None)
     #: Last successful authentication (written at most every ``M2M_LAST_USED_INTERVAL_SECONDS``).
