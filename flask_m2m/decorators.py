@@ -9,7 +9,8 @@ from typing import ParamSpec, TypeVar, cast
 from flask import current_app, g, request
 from werkzeug.local import LocalProxy
 
-from .errors import InsufficientScope, InvalidToken, MissingToken
+from .errors import InsufficientScope, InvalidToken, MissingToken, TemporarilyUnavailable
+from .outages import DATABASE_ERRORS, log_outage
 from .tokens import AccessToken, TokenRejected
 
 P = ParamSpec("P")
@@ -25,6 +26,7 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
     :raises MissingToken: 401, no Bearer token was sent (RFC 6750 §3.1, no error code).
     :raises InvalidToken: 401 ``invalid_token``.
     :raises InsufficientScope: 403 ``insufficient_scope``.
+    :raises TemporarilyUnavailable: 503, the database cannot be reached to check the token.
     """
     from .extension import get_state
 
@@ -37,6 +39,9 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
         token = state.tokens.authenticate(token_string, state.issuer(), state.audience())
     except TokenRejected as exc:
         raise InvalidToken(REALM, str(exc)) from None
+    except DATABASE_ERRORS as exc:
+        log_outage(exc)
+        raise TemporarilyUnavailable() from None
     if not token.has_scopes(scopes):
         raise InsufficientScope(REALM, scopes)
     g._m2m_token = token

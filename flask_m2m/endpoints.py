@@ -12,7 +12,9 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .errors import TemporarilyUnavailable
 from .grants import AUTH_METHODS
+from .outages import OUTAGE_ERRORS, log_outage
 from .tokens import AccessToken, TokenRejected
 
 if TYPE_CHECKING:
@@ -182,6 +184,12 @@ def metadata() -> Response:
     )
 
 
+def _unavailable(error: Exception) -> Response:
+    """503 ``temporarily_unavailable`` while the database or limiter storage is unreachable."""
+    log_outage(error)
+    return TemporarilyUnavailable().get_response()  # type: ignore[return-value]
+
+
 def create_blueprint(url_prefix: str, limits: RateLimits) -> Blueprint:
     """The protocol blueprint, rate-limited; ``init_app`` registers it on each app."""
     bp = Blueprint("m2m", __name__)
@@ -195,5 +203,7 @@ def create_blueprint(url_prefix: str, limits: RateLimits) -> Blueprint:
         )
     bp.add_url_rule(f"{url_prefix}/jwks.json", view_func=jwks, methods=["GET"])
     bp.add_url_rule(METADATA_PATH, view_func=metadata, methods=["GET"])
+    for error in OUTAGE_ERRORS:
+        bp.register_error_handler(error, _unavailable)
     return bp
 

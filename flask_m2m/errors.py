@@ -11,6 +11,7 @@ from werkzeug.exceptions import (
     Forbidden,
     HTTPException,
     NotFound,
+    ServiceUnavailable,
     Unauthorized,
     UnprocessableEntity,
 )
@@ -108,3 +109,16 @@ class InsufficientScope(JSONHTTPError, Forbidden):
             realm, error=self.error, error_description=description, scope=needed
         )
         super().__init__(description, headers={"WWW-Authenticate": challenge})
+
+
+class TemporarilyUnavailable(JSONHTTPError, ServiceUnavailable):
+    """503 ``temporarily_unavailable`` (RFC 6749 §4.1.2.1's code): the database or the
+    rate-limit storage cannot be reached. Nothing of the cause is shown to the caller."""
+
+    error = "temporarily_unavailable"
+    description = "The service is temporarily unavailable. Retry later."
+    #: Seconds a caller is asked to wait before retrying.
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": str(self.retry_after)})

@@ -10,10 +10,10 @@ from typing import Any
 
 from flask import Blueprint, Response, json
 from marshmallow import ValidationError
-from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import HTTPException
 
-from ..errors import InvalidClientData
+from ..errors import InvalidClientData, TemporarilyUnavailable
+from ..outages import OUTAGE_ERRORS, log_outage
 from .views import register_routes
 
 PROBLEM_TYPE = "application/problem+json"
@@ -63,8 +63,10 @@ def _http_error(error: HTTPException) -> Response:
     return problem(error.code or 500, str(error.description), headers=headers)
 
 
-def _database_down(error: OperationalError) -> Response:
-    return problem(503, ServiceUnavailable.description)
+def _unavailable(error: Exception) -> Response:
+    log_outage(error)
+    retry = {"Retry-After": str(TemporarilyUnavailable.retry_after)}
+    return problem(503, str(TemporarilyUnavailable.description), headers=retry)
 
 
 def create_management_blueprint(url_prefix: str) -> Blueprint:
@@ -74,5 +76,6 @@ def create_management_blueprint(url_prefix: str) -> Blueprint:
     bp.register_error_handler(ValidationError, _validation_error)
     bp.register_error_handler(InvalidClientData, _invalid_data)
     bp.register_error_handler(HTTPException, _http_error)
-    bp.register_error_handler(OperationalError, _database_down)
+    for error in OUTAGE_ERRORS:
+        bp.register_error_handler(error, _unavailable)
     return bp
