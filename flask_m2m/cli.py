@@ -43,6 +43,7 @@ def _client_dict(client: Any, issued: clients.IssuedSecret | None = None) -> dic
         disabled=client.disabled,
         expires_at=_iso(client.expires_at),
         rate_limit=client.rate_limit,
+        rate_limit_mode=client.rate_limit_mode,
         access_token_expires_in=client.access_token_expires_in,
         metadata=client.client_metadata,
         last_used_at=_iso(client.last_used_at),
@@ -70,6 +71,12 @@ def _print_secret(data: dict[str, Any], as_json: bool) -> None:
 @click.option("--scope", "scope", default="", help='Allowed scopes, space-separated: "read write".')
 @click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="Lifetime.")
 @click.option("--rate-limit", default=None, help='Token-endpoint limit, e.g. "10/minute".')
+@click.option(
+    "--rate-limit-mode",
+    type=click.Choice(["enforce", "log-only"]),
+    default=None,
+    help="Enforce the limit, or only count and report it (default: M2M_TOKEN_RATE_LIMIT_MODE).",
+)
 @click.option("--secret-stdin", is_flag=True, help="Import an existing secret read from stdin.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def create_client(
@@ -77,6 +84,7 @@ def create_client(
     scope: str,
     expires_in_days: int | None,
     rate_limit: str | None,
+    rate_limit_mode: str | None,
     secret_stdin: bool,
     as_json: bool,
 ) -> None:
@@ -89,6 +97,7 @@ def create_client(
             scopes=scope,
             expires_in_days=expires_in_days,
             rate_limit=rate_limit,
+            rate_limit_mode=rate_limit_mode,
             secret=secret,
         )
     except InvalidClientData as exc:

@@ -42,6 +42,7 @@ UPDATABLE = (
     "metadata",
     "expires_at",
     "rate_limit",
+    "rate_limit_mode",
     "access_token_expires_in",
 )
 
@@ -167,6 +168,17 @@ def parse_rate_limit(value: str | None) -> str | None:
         raise InvalidClientData(
             "rate_limit must be a limit string such as '100/minute'.", field="rate_limit"
         ) from None
+    return value
+
+
+def parse_rate_limit_mode(value: str | None) -> str | None:
+    """``"enforce"``, ``"log-only"``, or None for the ``M2M_TOKEN_RATE_LIMIT_MODE`` default."""
+    from .config import RATE_LIMIT_MODES
+
+    if value is not None and value not in RATE_LIMIT_MODES:
+        raise InvalidClientData(
+            "rate_limit_mode must be 'enforce' or 'log-only'.", field="rate_limit_mode"
+        )
     return value
 
 
@@ -312,6 +324,7 @@ def create_client(
     scopes: str | list[str] | tuple[str, ...] = (),
     expires_in_days: int | None = None,
     rate_limit: str | None = None,
+    rate_limit_mode: str | None = None,
     metadata: dict[str, Any] | None = None,
     access_token_expires_in: int | None = None,
     secret: str | None = None,
@@ -331,6 +344,7 @@ def create_client(
         disabled=False,
         expires_at=_expiry_from_days(state, expires_in_days),
         rate_limit=parse_rate_limit(rate_limit),
+        rate_limit_mode=parse_rate_limit_mode(rate_limit_mode),
         access_token_expires_in=_check_token_lifetime(state, access_token_expires_in),
         tokens_valid_after=0,
         created_at=utcnow(),
@@ -427,6 +441,8 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
             checked[field] = ("expires_at", _check_expires_at(state, value))
         elif field == "rate_limit":
             checked[field] = ("rate_limit", parse_rate_limit(value))
+        elif field == "rate_limit_mode":
+            checked[field] = ("rate_limit_mode", parse_rate_limit_mode(value))
         elif field == "access_token_expires_in":
             checked[field] = ("access_token_expires_in", _check_token_lifetime(state, value))
         else:

@@ -5,6 +5,10 @@ flask-m2m runs a Flask-Limiter instance of its own, storing counters where the a
 ``RATELIMIT_STORAGE_URI`` says (memory by default: per process). It enforces only the limits
 below, never the app's ``RATELIMIT_DEFAULT`` or application limits, which stay the business of
 the app's own limiter.
+
+A client's token-endpoint limit is enforced, or in ``log-only`` mode counted and reported
+(signal, audit event, metric) but never refused. When the storage fails, the limits go on in
+memory (fail open, the default) or every limited route answers 503 (fail closed).
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response, json, request
+from flask import Blueprint, Flask, Response, current_app, json, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
 
+from . import audit, signals
 from .grants import basic_credentials
+from .outages import DATABASE_ERRORS, log_outage
 
 if TYPE_CHECKING:
     from .extension import M2MState
@@ -56,42 +63,113 @@ class RateLimits:
 
     def __init__(self, app: Flask, state: M2MState):
         self.state = state
-        self._client_limits: dict[str, tuple[str, float]] = {}
+        #: client id -> (limit string, log-only?, monotonic time read)
+        self._client_limits: dict[str, tuple[str, bool, float]] = {}
+        #: (client id, window reset time) of the log-only breaches already reported
+        self._reported: set[tuple[str, int]] = set()
         self.limiter = Limiter(
             get_remote_address,
             app=app,
             # Memory (per process) unless the app names a shared storage such as Redis.
             storage_uri=app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
+            # Storage failures surface as limits.errors.StorageError (503 when failing closed).
+            storage_options={"wrap_exceptions": True},
+            in_memory_fallback_enabled=state.settings.rate_limit_fail_open,
+            swallow_errors=False,
             key_prefix=app.config.get("RATELIMIT_KEY_PREFIX") or "m2m",
             headers_enabled=True,
             default_limits_exempt_when=_never,
             application_limits_exempt_when=_never,
         )
 
-    def _token_limit(self) -> str:
-        """The limit of the client the request names: its own ``rate_limit`` or the default."""
+    def _client_policy(self) -> tuple[str, bool]:
+        """The limit of the client the request names (its own ``rate_limit`` or the default)
+        and whether it is log-only, read at most every few seconds per client."""
         client_id = _client_id()
         now = time.monotonic()
         cached = self._client_limits.get(client_id)
-        if cached is None or now - cached[1] > _CLIENT_LIMIT_TTL:
-            client = self.state.server.query_client(client_id)
-            own = client.rate_limit if client is not None else None
-            cached = (own or self.state.settings.token_rate_limit, now)
+        if cached is None or now - cached[2] > _CLIENT_LIMIT_TTL:
+            settings = self.state.settings
+            try:
+                client = self.state.server.query_client(client_id)
+            except DATABASE_ERRORS as exc:
+                # The token view meets the same outage and answers 503; the limiter must not
+                # take it for a storage failure.
+                log_outage(exc)
+                return settings.token_rate_limit, False
+            limit = (client.rate_limit if client is not None else None) or settings.token_rate_limit
+            mode = client.rate_limit_mode if client is not None else None
+            cached = (limit, (mode or settings.token_rate_limit_mode) == "log-only", now)
             if len(self._client_limits) > 10000:
                 self._client_limits.clear()
             self._client_limits[client_id] = cached
-        return cached[0]
+        return cached[0], cached[1]
+
+    def _token_limit(self) -> str:
+        return self._client_policy()[0]
+
+    def _log_only(self) -> bool:
+        return self._client_policy()[1]
 
     def protect_token_endpoint(self, view: Callable[..., Any]) -> Callable[..., Any]:
         """Per-client limit (successful token requests count) plus the failed-auth limit."""
-        view = self.protect_client_auth(view)
+        view = self.protect_client_auth(self._count_log_only(view))
         return self.limiter.limit(
             self._token_limit,
             key_func=_client_id,
             deduct_when=lambda response: response.status_code == 200,
-            on_breach=_oauth_breach,
+            exempt_when=self._log_only,
+            on_breach=self._enforced_breach,
             scope="m2m-token",
         )(view)
+
+    def _count_log_only(self, view: Callable[..., Any]) -> Callable[..., Any]:
+        """Count a log-only client's successful token requests, and report the first one
+        over its limit in each window."""
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            response = view(*args, **kwargs)
+            if response.status_code == 200 and self._log_only():
+                limit, _ = self._client_policy()
+                for item in parse_many(limit):
+                    key = ("m2m-token-log-only", _client_id())
+                    if not self.limiter.limiter.hit(item, *key):
+                        self._report(item, enforced=False)
+                        break
+            return response
+
+        return counted
+
+    def _enforced_breach(self, limit: RequestLimit) -> Response:
+        self._report(limit.limit, enforced=True)
+        return _oauth_breach(limit)
+
+    def _report(self, item: RateLimitItem, enforced: bool) -> None:
+        """Signal every breach; audit the first one of each window per client and process."""
+        client_id = _client_id()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        signals.rate_limit_exceeded.send(
+            app, client_id=client_id, limit=str(item), enforced=enforced
+        )
+        window = int(time.time()) // item.get_expiry()
+        if (client_id, window) in self._reported or self.state.server.query_client(
+            client_id
+        ) is None:
+            return
+        if len(self._reported) > 10000:
+            self._reported.clear()
+        self._reported.add((client_id, window))
+        audit.record(
+            self.state,
+            "rate_limit_exceeded",
+            client_id,
+            {"limit": str(item), "mode": "enforce" if enforced else "log-only"},
+        )
+        try:
+            self.state.db.session.commit()
+        except DATABASE_ERRORS as exc:  # the token was issued; the report can be lost
+            self.state.db.session.rollback()
+            log_outage(exc)
 
     def protect_client_auth(self, view: Callable[..., Any]) -> Callable[..., Any]:
         """Per-address limit counting only failed client authentications (all endpoints)."""

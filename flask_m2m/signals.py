@@ -27,5 +27,8 @@ authentication_failed = _signals.signal("m2m.authentication-failed")
 #: secret. Keyword arguments: ``client_id``, ``secret_id``, ``reason`` (``grace_period`` or
 #: ``near_expiry``). Sent at most once per ``M2M_LAST_USED_INTERVAL_SECONDS`` per secret.
 outdated_secret_used = _signals.signal("m2m.outdated-secret-used")
+#: A client went over its token-endpoint limit. Keyword arguments: ``client_id``, ``limit``
+#: (the limit string), ``enforced`` (False in log-only mode: the request was served).
+rate_limit_exceeded = _signals.signal("m2m.rate-limit-exceeded")
 #: A new signing key was added. Keyword arguments: ``kid``.
 keys_rotated = _signals.signal("m2m.keys-rotated")

@@ -12,7 +12,8 @@ from conftest import RATELIMIT_STORAGE_URI, basic_auth, bearer, fetch_token, mak
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_m2m import ConfigurationError
+from flask_m2m import ConfigurationError, audit, signals
+from flask_m2m.extension import get_state
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -126,3 +127,80 @@ def test_storage_is_the_configured_one(app: Flask) -> None:
     scheme = RATELIMIT_STORAGE_URI.split(":", 1)[0]
     assert type(storage).__name__.lower().startswith(scheme)
     assert storage.check()
+
+
+def _breaches(app: Flask) -> list[dict[str, Any]]:
+    """Record ``rate_limit_exceeded`` signals sent by ``app``."""
+    seen: list[dict[str, Any]] = []
+
+    def receive(sender: Flask, **kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    signals.rate_limit_exceeded.connect(receive, app, weak=False)
+    return seen
+
+
+def _limit_events(app: Flask, client_id: str) -> list[Any]:
+    with app.app_context():
+        page = audit.list_events(get_state(app), client_id=client_id, event="rate_limit_exceeded")
+        return [event.changes for event in page.items]
+
+
+def test_log_only_client_is_counted_and_reported_not_refused(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """A log-only limit serves every request; going over it sends a signal each time and
+    writes one audit event per window."""
+    app = app_factory(M2M_TOKEN_RATE_LIMIT="2/minute")
+    seen = _breaches(app)
+    c = app.test_client()
+    watched = register(app, rate_limit_mode="log-only")
+    assert [token_status(c, watched).status_code for _ in range(5)] == [200] * 5
+    assert [s["enforced"] for s in seen] == [False, False, False]
+    assert {s["client_id"] for s in seen} == {watched["client_id"]}
+    assert seen[0]["limit"] == "2 per 1 minute"
+    assert _limit_events(app, watched["client_id"]) == [
+        {"limit": "2 per 1 minute", "mode": "log-only"}
+    ]
+
+
+def test_log_only_by_default_and_enforced_per_client(app_factory: Callable[..., Flask]) -> None:
+    """``M2M_TOKEN_RATE_LIMIT_MODE = "log-only"`` for all; a client's ``enforce`` wins."""
+    app = app_factory(M2M_TOKEN_RATE_LIMIT="2/minute", M2M_TOKEN_RATE_LIMIT_MODE="log-only")
+    seen = _breaches(app)
+    c = app.test_client()
+    relaxed, strict = register(app), register(app, rate_limit_mode="enforce")
+    assert [token_status(c, relaxed).status_code for _ in range(3)] == [200] * 3
+    assert [token_status(c, strict).status_code for _ in range(3)] == [200, 200, 429]
+    assert [(s["client_id"], s["enforced"]) for s in seen] == [
+        (relaxed["client_id"], False),
+        (strict["client_id"], True),
+    ]
+    assert _limit_events(app, strict["client_id"]) == [
+        {"limit": "2 per 1 minute", "mode": "enforce"}
+    ]
+
+
+def test_rate_limit_mode_through_the_management_api(app: Flask) -> None:
+    c = app.test_client()
+    admin = register(app, scopes="m2m:admin")
+    headers = bearer(fetch_token(c, admin))
+    created = c.post(
+        "/m2m/clients",
+        json={"name": "batch", "scopes": ["read"], "rate_limit": "5/hour",
+              "rate_limit_mode": "log-only"},
+        headers=headers,
+    )
+    assert created.status_code == 201
+    assert created.get_json()["rate_limit_mode"] == "log-only"
+    path = f"/m2m/clients/{created.get_json()['client_id']}"
+    response = c.patch(path, json={"rate_limit_mode": "sometimes"}, headers=headers)
+    assert response.status_code == 422
+    assert "rate_limit_mode" in response.get_json()["errors"]
+    response = c.patch(path, json={"rate_limit_mode": "enforce"}, headers=headers)
+    assert response.get_json()["rate_limit_mode"] == "enforce"
+
+
+def test_bad_rate_limit_mode_setting_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="M2M_TOKEN_RATE_LIMIT_MODE"):
+        make_app(M2M_TOKEN_RATE_LIMIT_MODE="lenient")

@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from ..clients import MAX_LIFETIME_DAYS, MAX_NAME_LENGTH
+from ..config import RATE_LIMIT_MODES
 from ..grants import SCOPE_TOKEN
 
 _scope = fields.String(validate=validate.Regexp(SCOPE_TOKEN, error="Not a valid scope token."))
@@ -47,6 +48,7 @@ class ClientCreateSchema(_RateLimitMixin, Schema):
     )
     metadata = fields.Dict(keys=fields.String(), allow_none=True)
     rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
+    rate_limit_mode = fields.String(allow_none=True, validate=validate.OneOf(RATE_LIMIT_MODES))
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
@@ -62,6 +64,7 @@ class ClientUpdateSchema(_RateLimitMixin, Schema):
     metadata = fields.Dict(keys=fields.String(), allow_none=True)
     expires_at = fields.AwareDateTime(allow_none=True, format="iso")
     rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
+    rate_limit_mode = fields.String(allow_none=True, validate=validate.OneOf(RATE_LIMIT_MODES))
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
@@ -86,6 +89,7 @@ class ClientSchema(Schema):
     disabled = fields.Boolean(required=True)
     expires_at = fields.AwareDateTime(allow_none=True, required=True)
     rate_limit = fields.String(allow_none=True, required=True)
+    rate_limit_mode = fields.String(allow_none=True, required=True)
     access_token_expires_in = fields.Integer(allow_none=True, required=True)
     last_used_at = fields.AwareDateTime(allow_none=True, required=True)
     created_at = fields.AwareDateTime(required=True)
