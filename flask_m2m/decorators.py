@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 from flask import current_app, g, request
 from werkzeug.local import LocalProxy
 
-from .errors import InsufficientScope, InvalidToken, MissingToken, TemporarilyUnavailable
+from .errors import (
+    InsufficientScope,
+    InvalidToken,
+    JSONHTTPError,
+    MissingToken,
+    TemporarilyUnavailable,
+)
 from .outages import DATABASE_ERRORS, log_outage
 from .tokens import AccessToken, TokenRejected
+
+if TYPE_CHECKING:
+    from .extension import M2MState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,6 +41,19 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
     from .extension import get_state
 
     state = get_state()
+    if state.metrics is None:
+        return _authenticate(state, scopes)
+    start, outcome = time.perf_counter(), "ok"
+    try:
+        return _authenticate(state, scopes)
+    except JSONHTTPError as exc:
+        outcome = exc.error
+        raise
+    finally:
+        state.metrics.observe_check(time.perf_counter() - start, outcome)
+
+
+def _authenticate(state: M2MState, scopes: tuple[str, ...]) -> AccessToken:
     scheme, _, token_string = request.headers.get("Authorization", "").strip().partition(" ")
     token_string = token_string.strip()
     if scheme.lower() != "bearer" or not token_string:

@@ -194,9 +194,10 @@ def create_blueprint(url_prefix: str, limits: RateLimits) -> Blueprint:
     """The protocol blueprint, rate-limited; ``init_app`` registers it on each app."""
     bp = Blueprint("m2m", __name__)
     every_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    bp.add_url_rule(
-        f"{url_prefix}/token", view_func=limits.protect_token_endpoint(token), methods=every_method
-    )
+    token_view = limits.protect_token_endpoint(token)
+    if limits.state.metrics is not None:
+        token_view = limits.state.metrics.time_token_endpoint(token_view)
+    bp.add_url_rule(f"{url_prefix}/token", view_func=token_view, methods=every_method)
     for name, view in (("revoke", revoke), ("introspect", introspect)):
         bp.add_url_rule(
             f"{url_prefix}/{name}", view_func=limits.protect_client_auth(view), methods=every_method

@@ -14,6 +14,7 @@ from .endpoints import Introspection, Revocation, create_blueprint
 from .errors import ConfigurationError
 from .grants import Server
 from .keys import KeyStore
+from .metrics import Metrics
 from .models import Models, default_models
 from .ratelimit import RateLimits
 from .tokens import TokenService
@@ -31,6 +32,8 @@ class M2MState:
     secret_hash_key: bytes
     extension: M2M
     rate_limits: RateLimits = field(init=False)
+    #: Prometheus metrics, when ``M2M_METRICS_ENABLED``.
+    metrics: Metrics | None = None
     keys: KeyStore = field(init=False)
     tokens: TokenService = field(init=False)
     server: Server = field(init=False)
@@ -121,6 +124,8 @@ class M2M:
             extension=self,
         )
         app.extensions[EXTENSION_KEY] = state
+        if settings.metrics_enabled:
+            state.metrics = Metrics(app, state)
         state.rate_limits = RateLimits(app, state)
         app.register_blueprint(create_blueprint(settings.url_prefix, state.rate_limits))
         if settings.management_enabled:

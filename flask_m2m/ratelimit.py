@@ -140,6 +140,20 @@ class RateLimits:
 
         return counted
 
+    def _counted(
+        self, breach: Callable[[RequestLimit], Response], name: str
+    ) -> Callable[[RequestLimit], Response]:
+        """``breach``, also counted in the metrics (when they are on)."""
+        metrics = self.state.metrics
+        if metrics is None:
+            return breach
+
+        def counted(limit: RequestLimit) -> Response:
+            metrics.limited(name)
+            return breach(limit)
+
+        return counted
+
     def _enforced_breach(self, limit: RequestLimit) -> Response:
         self._report(limit.limit, enforced=True)
         return _oauth_breach(limit)
@@ -178,7 +192,7 @@ class RateLimits:
             scope="m2m-failed-auth",
             key_func=get_remote_address,
             deduct_when=lambda response: response.status_code in _FAILED_AUTH,
-            on_breach=_oauth_breach,
+            on_breach=self._counted(_oauth_breach, "failed_auth"),
         )(view)
 
     def protect_management(self, blueprint: Blueprint) -> None:
@@ -186,7 +200,7 @@ class RateLimits:
         self.limiter.limit(
             self.state.settings.management_rate_limit,
             key_func=_caller,
-            on_breach=_problem_breach,
+            on_breach=self._counted(_problem_breach, "management"),
         )(blueprint)
 
 
