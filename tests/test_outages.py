@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import basic_auth, bearer, make_app, register
+from conftest import basic_auth, bearer, register
 from flask import Flask
 
 from flask_m2m import clients
@@ -179,9 +179,9 @@ def _until(check: Callable[[], bool], seconds: float = 10.0) -> None:
 
 
 def test_database_outage_gives_503_everywhere_and_recovers(
-    postgres: PrivatePostgres, caplog: pytest.LogCaptureFixture
+    postgres: PrivatePostgres, app_factory: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
-    app, db = make_app(
+    app = app_factory(
         postgres.url,
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         M2M_STATE_CACHE_SECONDS=0,
@@ -222,18 +222,17 @@ def test_database_outage_gives_503_everywhere_and_recovers(
     assert web.get("/m2m/clients", headers=bearer(admin_token)).status_code == 200
     with app.app_context():  # what was committed before the outage is all there
         assert clients.get_client(get_state(), client["client_id"]).name == "test"
-    with app.app_context():
-        db.engine.dispose()
 
 
-def _limited_app(redis_url: str, **config: Any) -> Flask:
-    app, _ = make_app(RATELIMIT_STORAGE_URI=redis_url, M2M_TOKEN_RATE_LIMIT="3/minute", **config)
-    return app
+def _limited_app(factory: Callable[..., Flask], redis_url: str, **config: Any) -> Flask:
+    return factory(RATELIMIT_STORAGE_URI=redis_url, M2M_TOKEN_RATE_LIMIT="3/minute", **config)
 
 
-def test_redis_outage_fails_open_by_default(redis_server: PrivateRedis) -> None:
+def test_redis_outage_fails_open_by_default(
+    redis_server: PrivateRedis, app_factory: Callable[..., Flask]
+) -> None:
     """RFC 6585 §4 429s go on being given from memory while Redis is down."""
-    app = _limited_app(redis_server.url)
+    app = _limited_app(app_factory, redis_server.url)
     client = register(app)
     creds = basic_auth(client["client_id"], client["client_secret"])
     form = {"grant_type": "client_credentials"}
@@ -254,8 +253,10 @@ def _probe_storage_dead(web: Any, creds: dict[str, str]) -> bool:
     return bool(get_state(web.application).rate_limits.limiter._storage_dead)
 
 
-def test_redis_outage_fails_closed_when_configured(redis_server: PrivateRedis) -> None:
-    app = _limited_app(redis_server.url, M2M_RATE_LIMIT_FAIL_OPEN=False)
+def test_redis_outage_fails_closed_when_configured(
+    redis_server: PrivateRedis, app_factory: Callable[..., Flask]
+) -> None:
+    app = _limited_app(app_factory, redis_server.url, M2M_RATE_LIMIT_FAIL_OPEN=False)
     client = register(app)
     admin = register(app, scopes="m2m:admin")
     creds = basic_auth(client["client_id"], client["client_secret"])
