@@ -1,7 +1,8 @@
 """Example app: a small API whose routes machine clients reach with flask-m2m tokens.
 
 Run it with ``flask --app example run`` (or ``python3 dev.py example``). Configuration comes
-from ``FLASK_*`` environment variables, e.g. ``FLASK_SQLALCHEMY_DATABASE_URI``.
+from ``FLASK_*`` environment variables, e.g. ``FLASK_SQLALCHEMY_DATABASE_URI``. An admin console
+(``example.console``, needs the ``example`` extra) is served at ``/console``.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def _secret_key(instance_path: str) -> str:
     return path.read_text().strip()
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """The example app factory (``gunicorn 'example:create_app()'`` works too)."""
-    app = Flask(__name__, instance_relative_config=True)
+def create_app(config: dict[str, Any] | None = None, *, instance_path: str | None = None) -> Flask:
+    """The example app factory (``gunicorn 'example:create_app()'`` works too).
+
+    :param instance_path: the instance folder (default: ``instance/`` next to the package).
+    """
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(
         app.instance_path, "example.db"
@@ -60,6 +64,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         db.create_all()
 
+    from .console import init_console
+
+    init_console(app)
+
     @app.get("/")
     def index() -> dict[str, Any]:
         base = request.url_root.rstrip("/")
@@ -68,6 +76,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             "token_endpoint": f"{base}/m2m/token",
             "metadata": f"{base}/.well-known/oauth-authorization-server",
             "routes": ["GET /api/whoami", "GET /api/items", "POST /api/items"],
+            "console": f"{base}/console/",
         }
 
     @app.get("/api/whoami")
@@ -92,22 +101,31 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.cli.command("demo")
     def demo() -> None:
-        """Create (or give a new secret to) the client "demo" and print how to get a token."""
+        """Create (or give a new secret to) the client "demo" and print how to get a token;
+        print how to log in to the console (with a new random password unless one is set)."""
         _print_demo_client(app)
+        _print_console_login(app)
 
     return app
 
 
+def _base_url() -> str:
+    """Where ``flask run`` serves the app (its host and port variables, or the defaults)."""
+    host = os.environ.get("FLASK_RUN_HOST", "127.0.0.1")
+    return f"http://{host}:{os.environ.get('FLASK_RUN_PORT', '5000')}"
+
+
 def _print_demo_client(app: Flask) -> None:
     state = get_state(app)
-    existing = [c for c in clients.list_clients(state) if c.name == DEMO_NAME]
+    existing = [
+        c for c in clients.list_clients(state, name_prefix=DEMO_NAME).items if c.name == DEMO_NAME
+    ]
     if existing:
-        client, secret = clients.rotate_secret(state, existing[0].client_id)
+        client, issued = clients.rotate_secret(state, existing[0].client_id)
     else:
-        client, secret = clients.create_client(state, name=DEMO_NAME, scopes="read write")
-    base = "http://{}:{}".format(
-        os.environ.get("FLASK_RUN_HOST", "127.0.0.1"), os.environ.get("FLASK_RUN_PORT", "5000")
-    )
+        client, issued = clients.create_client(state, name=DEMO_NAME, scopes="read write")
+    secret = issued.plaintext
+    base = _base_url()
     print(
         f"""
 Demo client (scopes: {client.scope}); its secret is shown only now:
@@ -119,6 +137,25 @@ Get a token and call the API (in another terminal, once the server below is up):
           {base}/m2m/token | {READ_TOKEN})
   curl -s -H "Authorization: Bearer $TOKEN" {base}/api/whoami
   curl -s -H "Authorization: Bearer $TOKEN" {base}/api/items
+""",
+        flush=True,
+    )
+
+
+def _print_console_login(app: Flask) -> None:
+    from .console import admin_username, new_admin_password
+
+    base = _base_url()
+    if app.config.get("EXAMPLE_ADMIN_PASSWORD_HASH"):
+        password = "the one whose hash EXAMPLE_ADMIN_PASSWORD_HASH holds"
+        note = ""
+    else:
+        password = new_admin_password(app)
+        note = "\n  (a new password on every run of this command; only its hash is kept)"
+    print(
+        f"""Admin console: {base}/console/
+  username: {admin_username(app)}
+  password: {password}{note}
 """,
         flush=True,
     )

@@ -1,0 +1,378 @@
+"""The example's admin console: server-rendered pages over :mod:`flask_m2m.clients`.
+
+One admin logs in with Flask-Login; the password hash comes from ``EXAMPLE_ADMIN_PASSWORD_HASH``
+(or the instance-folder file ``flask --app example demo`` writes). Every POST is checked for a
+CSRF token by Flask-WTF, on this blueprint only, so the JSON APIs are untouched. The console
+calls the same functions as the management API, so policies and the audit trail are shared;
+the audit actor is ``user:<admin username>``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.wrappers import Response as BaseResponse
+
+from flask_m2m import ClientNotFound, InvalidClientData, SecretConflict, audit, clients
+from flask_m2m.credentials import CLIENT_ID_PATTERN
+from flask_m2m.extension import M2MState, get_state
+from flask_m2m.models import utcnow
+
+#: File in the instance folder holding the generated admin password's hash.
+PASSWORD_HASH_FILE = "admin_password_hash"
+#: Failed logins per address allowed within ``LOGIN_WINDOW_SECONDS``.
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_WINDOW_SECONDS = 300
+#: Rows per page of the client and event lists.
+PAGE_SIZE = 50
+#: Endpoints reachable without logging in.
+PUBLIC_ENDPOINTS = {"console.login", "console.static"}
+
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+)
+csrf = CSRFProtect()
+login_manager = LoginManager()
+login_manager.login_view = "console.login"
+login_manager.login_message = "Log in to manage clients."
+login_manager.login_message_category = "info"
+
+# The console's pages load nothing but their own CSS and script.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class Admin(UserMixin):
+    """The console's one user."""
+
+    def __init__(self, username: str):
+        self.id = username
+
+
+def init_console(app: Flask) -> None:
+    """Mount the console at ``/console`` on ``app``, with login and CSRF protection."""
+    app.config.setdefault("EXAMPLE_ADMIN_USERNAME", "admin")
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+    # CSRF is checked by the console's own hook; the token endpoint and the JSON APIs
+    # (Bearer or client authentication, no cookies) must not be.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    app.extensions["example_console"] = {"failures": {}}
+    app.register_blueprint(bp)
+
+
+def admin_username(app: Flask | None = None) -> str:
+    app = app or current_app
+    return str(app.config.get("EXAMPLE_ADMIN_USERNAME") or "admin")
+
+
+def password_hash(app: Flask | None = None) -> str | None:
+    """The configured admin password hash, else the one in the instance folder, else None."""
+    app = app or current_app
+    configured = app.config.get("EXAMPLE_ADMIN_PASSWORD_HASH")
+    if configured:
+        return str(configured)
+    path = Path(app.instance_path) / PASSWORD_HASH_FILE
+    if not path.exists():
+        return None
+    return path.read_text().strip() or None
+
+
+def new_admin_password(app: Flask) -> str:
+    """Make a random admin password and store only its hash in the instance folder."""
+    password = secrets.token_urlsafe(18)
+    path = Path(app.instance_path) / PASSWORD_HASH_FILE
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(generate_password_hash(password))
+    return password
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> Admin | None:
+    return Admin(user_id) if user_id == admin_username() else None
+
+
+@bp.before_request
+def _guard() -> BaseResponse | None:
+    """CSRF check on every POST, then login required outside the login page."""
+    if current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect()
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()  # type: ignore[no-any-return]
+    audit.set_actor(f"user:{current_user.id}")
+    return None
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    if response.mimetype == "text/html":
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(error: CSRFError) -> tuple[str, int]:
+    return render_template("console/error.html", title="Form expired", error=error), 400
+
+
+@bp.errorhandler(ClientNotFound)
+def _not_found(error: ClientNotFound) -> tuple[str, int]:
+    return render_template("console/error.html", title="No such client", error=error), 404
+
+
+@bp.app_template_filter("when")
+def _when(value: datetime | None) -> str:
+    """A UTC time to the minute, or a dash."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+@bp.app_template_filter("status")
+def _status(client: Any) -> str:
+    if client.disabled:
+        return "disabled"
+    if client.expires_at is not None and client.expires_at <= utcnow():
+        return "expired"
+    return "active"
+
+
+def _state() -> M2MState:
+    return get_state()
+
+
+# -- login -------------------------------------------------------------------------------------
+def _throttled(address: str) -> bool:
+    failures: dict[str, list[float]] = current_app.extensions["example_console"]["failures"]
+    now = time.monotonic()
+    for key in [k for k, times in failures.items() if times[-1] < now - LOGIN_WINDOW_SECONDS]:
+        del failures[key]
+    recent = failures.get(address, [])
+    return len([t for t in recent if t >= now - LOGIN_WINDOW_SECONDS]) >= LOGIN_FAILURES_ALLOWED
+
+
+def _safe_next(target: str | None) -> str:
+    """The ``next`` page if it is a console path on this site, else the client list."""
+    parts = urlsplit(target or "")
+    if target and not parts.scheme and not parts.netloc and parts.path.startswith("/console"):
+        return target
+    return url_for("console.list_clients")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> BaseResponse | tuple[str, int] | str:
+    if current_user.is_authenticated:
+        return redirect(url_for("console.list_clients"))
+    configured = password_hash()
+    if request.method == "GET":
+        return render_template("console/login.html", configured=bool(configured))
+    address = request.remote_addr or "?"
+    if _throttled(address):
+        flash(f"Too many failed logins; wait {LOGIN_WINDOW_SECONDS // 60} minutes.", "error")
+        return render_template("console/login.html", configured=bool(configured)), 429
+    username = request.form.get("username", "")
+    password = request.form.get("password", "")
+    if (
+        configured
+        and secrets.compare_digest(username.encode(), admin_username().encode())
+        and check_password_hash(configured, password)
+    ):
+        login_user(Admin(admin_username()))
+        return redirect(_safe_next(request.args.get("next")))
+    failures = current_app.extensions["example_console"]["failures"]
+    failures.setdefault(address, []).append(time.monotonic())
+    flash("Wrong username or password.", "error")
+    page = render_template("console/login.html", configured=bool(configured), username=username)
+    return page, 401
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("console.login"))
+
+
+# -- clients -----------------------------------------------------------------------------------
+def _json_object(text: str, field: str) -> dict[str, Any]:
+    """A JSON object typed into a textarea (empty: ``{}``)."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise InvalidClientData(f"Not valid JSON: {error}.", field=field) from None
+    if not isinstance(value, dict):
+        raise InvalidClientData("Give a JSON object, such as {\"team\": \"billing\"}.", field=field)
+    return value
+
+
+def _whole_number(text: str, field: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 12:
+        raise InvalidClientData("Give a whole number.", field=field)
+    return int(text)
+
+
+def _errors(error: InvalidClientData) -> dict[str, str]:
+    return {error.field or "_form": str(error.description)}
+
+
+@bp.get("/")
+def list_clients() -> str:
+    cursor = request.args.get("cursor") or None
+    try:
+        page = clients.list_clients(_state(), limit=PAGE_SIZE, cursor=cursor)
+    except InvalidClientData:
+        page = clients.list_clients(_state(), limit=PAGE_SIZE)
+    return render_template("console/list.html", page=page)
+
+
+@bp.route("/clients/new", methods=["GET", "POST"])
+def create_client() -> tuple[str, int] | str:
+    form = request.form
+    if request.method == "GET":
+        return render_template("console/create.html", form=form, errors={})
+    try:
+        client, issued = clients.create_client(
+            _state(),
+            name=form.get("name", ""),
+            scopes=form.get("scopes", ""),
+            expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
+            metadata=_json_object(form.get("metadata", ""), "metadata"),
+        )
+    except InvalidClientData as error:
+        return render_template("console/create.html", form=form, errors=_errors(error)), 422
+    return render_template("console/secret.html", client=client, secret=issued, created=True)
+
+
+def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None) -> str:
+    if form is None:
+        form = {
+            "name": client.name,
+            "scopes": client.scope,
+            "metadata": json.dumps(client.client_metadata or {}, indent=2),
+        }
+    return render_template(
+        "console/detail.html",
+        client=client,
+        form=form,
+        errors=errors or {},
+        secrets=clients.list_secrets(_state(), client.client_id),
+        max_grace=_state().settings.max_grace_period_seconds,
+    )
+
+
+@bp.get("/clients/<client_id>")
+def client_detail(client_id: str) -> str:
+    return _detail(clients.get_client(_state(), client_id))
+
+
+@bp.post("/clients/<client_id>")
+def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
+    state = _state()
+    client = clients.get_client(state, client_id)
+    form = request.form
+    try:
+        changes = {
+            "name": form.get("name", ""),
+            "scopes": form.get("scopes", ""),
+            "metadata": _json_object(form.get("metadata", ""), "metadata"),
+        }
+        clients.update_client(state, client_id, changes)
+    except InvalidClientData as error:
+        state.db.session.rollback()
+        return _detail(clients.get_client(state, client.client_id), form, _errors(error)), 422
+    flash("Changes saved.", "success")
+    return redirect(url_for("console.client_detail", client_id=client_id))
+
+
+@bp.post("/clients/<client_id>/disable")
+def disable_client(client_id: str) -> BaseResponse:
+    clients.set_disabled(_state(), client_id, True)
+    flash("Client disabled: its tokens no longer work.", "success")
+    return redirect(url_for("console.client_detail", client_id=client_id))
+
+
+@bp.post("/clients/<client_id>/enable")
+def enable_client(client_id: str) -> BaseResponse:
+    clients.set_disabled(_state(), client_id, False)
+    flash("Client enabled.", "success")
+    return redirect(url_for("console.client_detail", client_id=client_id))
+
+
+@bp.post("/clients/<client_id>/rotate")
+def rotate_secret(client_id: str) -> BaseResponse | tuple[str, int] | str:
+    state = _state()
+    client = clients.get_client(state, client_id)
+    try:
+        grace = _whole_number(request.form.get("grace_period_seconds", ""), "grace_period_seconds")
+        client, issued = clients.rotate_secret(state, client_id, grace_period_seconds=grace or 0)
+    except InvalidClientData as error:
+        return _detail(client, errors=_errors(error)), 422
+    except SecretConflict as error:
+        return _detail(client, errors={"grace_period_seconds": str(error.description)}), 409
+    return render_template("console/secret.html", client=client, secret=issued, created=False)
+
+
+@bp.route("/clients/<client_id>/delete", methods=["GET", "POST"])
+def delete_client(client_id: str) -> BaseResponse | str:
+    client = clients.get_client(_state(), client_id)
+    if request.method == "GET":
+        return render_template("console/delete.html", client=client)
+    clients.delete_client(_state(), client_id)
+    flash(f"Client “{client.name or client_id}” deleted.", "success")
+    return redirect(url_for("console.list_clients"))
+
+
+@bp.get("/clients/<client_id>/events")
+def client_events(client_id: str) -> str:
+    state = _state()
+    if not CLIENT_ID_PATTERN.fullmatch(client_id):
+        raise ClientNotFound(f"No client {client_id!r}.")
+    client = state.server.query_client(client_id)
+    cursor = request.args.get("cursor") or None
+    try:
+        page = audit.list_events(state, limit=PAGE_SIZE, cursor=cursor, client_id=client_id)
+    except InvalidClientData:
+        page = audit.list_events(state, limit=PAGE_SIZE, client_id=client_id)
+    if client is None and not page.items:
+        raise ClientNotFound(f"No client {client_id!r}.")
+    return render_template("console/events.html", client=client, client_id=client_id, page=page)
