@@ -1,0 +1,67 @@
+"""The example app with its admin console, for the console tests (test client and browser)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from conftest import DATABASE_URL, SECRET_KEY
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
+
+ADMIN = "admin"
+PASSWORD = "correct horse battery staple"
+#: Cheap hashing: the tests log in often, and the hash method is not what they test.
+PASSWORD_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
+#: A client secret as the server makes them.
+SECRET_PATTERN = re.compile(r"m2ms_[A-Za-z0-9]{20,}")
+
+
+@contextmanager
+def console_app(tmp_path: Path, **config: Any) -> Iterator[Flask]:
+    """The example app on its own database and instance folder; its tables go afterwards."""
+    from example import create_app, db
+
+    url = DATABASE_URL if DATABASE_URL != "sqlite://" else f"sqlite:///{tmp_path / 'ex.db'}"
+    settings = {
+        "SQLALCHEMY_DATABASE_URI": url,
+        "SECRET_KEY": SECRET_KEY,
+        "TESTING": True,
+        "EXAMPLE_ADMIN_PASSWORD_HASH": PASSWORD_HASH,
+        **config,
+    }
+    instance = tmp_path / "instance"
+    app = create_app(settings, instance_path=str(instance))
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.drop_all()
+            db.engine.dispose()
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form in a page."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def login(client: FlaskClient, password: str = PASSWORD) -> Any:
+    """Log in through the form; returns the response to the POST."""
+    token = csrf_token(client.get("/console/login").text)
+    return client.post(
+        "/console/login",
+        data={"username": ADMIN, "password": password, "csrf_token": token},
+    )
+
+
+def post_form(client: FlaskClient, path: str, data: dict[str, str] | None = None) -> Any:
+    """POST a console form with a valid CSRF token taken from the list page."""
+    token = csrf_token(client.get("/console/").text)
+    return client.post(path, data={**(data or {}), "csrf_token": token})

@@ -1,0 +1,267 @@
+"""The example's admin console through Flask's test client: login, CSRF, forms, no secret
+after creation, errors on the form, and the audit trail."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import basic_auth, bearer, fetch_token, register
+from console_app import (
+    ADMIN,
+    PASSWORD,
+    SECRET_PATTERN,
+    console_app,
+    csrf_token,
+    login,
+    post_form,
+)
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_m2m import audit, clients
+from flask_m2m.extension import get_state
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    with console_app(tmp_path) as app:
+        yield app
+
+
+@pytest.fixture
+def admin(app: Flask) -> FlaskClient:
+    """A test client logged in to the console."""
+    client = app.test_client()
+    assert login(client).status_code == 302
+    return client
+
+
+def create(admin: FlaskClient, **fields: str) -> tuple[str, str]:
+    """Create a client through the console; returns its id and the secret shown once."""
+    data = {"name": "billing", "scopes": "read write", **fields}
+    response = post_form(admin, "/console/clients/new", data)
+    assert response.status_code == 200, response.text
+    assert "will not be shown again" in response.text
+    secret = SECRET_PATTERN.search(response.text)
+    client_id = re.search(r'id="client-id">(m2m_[A-Za-z0-9]+)<', response.text)
+    assert secret and client_id
+    return client_id.group(1), secret.group(0)
+
+
+def test_login_required(app: Flask) -> None:
+    """Every console page sends a stranger to the login page, remembering where they went."""
+    client = app.test_client()
+    for path in ("/console/", "/console/clients/new", "/console/clients/m2m_x/events"):
+        response = client.get(path)
+        assert response.status_code == 302
+        assert response.location.startswith("/console/login?next=")
+    assert client.get("/console/login").status_code == 200
+
+
+def test_login_wrong_then_right(app: Flask) -> None:
+    client = app.test_client()
+    wrong = login(client, "not the password")
+    assert wrong.status_code == 401
+    assert "Wrong username or password" in wrong.text
+    assert client.get("/console/").status_code == 302
+    right = login(client)
+    assert right.status_code == 302 and right.location == "/console/"
+    assert client.get("/console/").status_code == 200
+
+
+def test_login_cookie_flags_and_logout(app: Flask) -> None:
+    client = app.test_client()
+    cookie = login(client).headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    page = client.get("/console/")
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    response = client.post("/console/logout", data={"csrf_token": csrf_token(page.text)})
+    assert response.status_code == 302
+    assert client.get("/console/").status_code == 302
+
+
+def test_login_next_stays_on_console(app: Flask) -> None:
+    """``next`` only leads to console pages of this site."""
+    client = app.test_client()
+    token = csrf_token(client.get("/console/login").text)
+    form = {"username": ADMIN, "password": PASSWORD, "csrf_token": token}
+    response = client.post("/console/login?next=https://evil.test/console/", data=form)
+    assert response.location == "/console/"
+    client.post("/console/logout", data={"csrf_token": token})
+    response = client.post("/console/login?next=/console/clients/new", data=form)
+    assert response.location == "/console/clients/new"
+
+
+def test_login_throttled_after_failures(app: Flask) -> None:
+    client = app.test_client()
+    for _ in range(5):
+        assert login(client, "wrong").status_code == 401
+    response = login(client)  # even the right password, until the window passes
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.text
+
+
+def test_no_password_configured(tmp_path: Path) -> None:
+    """Without a configured or generated hash nobody can log in, and the page says why."""
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=None) as app:
+        client = app.test_client()
+        assert "No admin password is set" in client.get("/console/login").text
+        assert login(client, "").status_code == 401
+
+
+def test_demo_command_makes_a_password(tmp_path: Path) -> None:
+    """``flask --app example demo`` prints a new admin password and keeps only its hash."""
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=None) as app:
+        result = app.test_cli_runner().invoke(args=["demo"])
+        assert result.exit_code == 0, result.output
+        assert "/console/" in result.output
+        assert f"username: {ADMIN}" in result.output
+        password = re.search(r"password: (\S+)", result.output)
+        assert password
+        stored = (Path(app.instance_path) / "admin_password_hash").read_text()
+        assert password.group(1) not in stored
+        client = app.test_client()
+        assert login(client, password.group(1)).status_code == 302
+
+
+def test_post_without_csrf_token_refused(admin: FlaskClient, app: Flask) -> None:
+    """A console POST without (or with a wrong) CSRF token is refused with 400; nothing changes."""
+    form = {"name": "sneaky", "scopes": "read"}
+    assert admin.post("/console/clients/new", data=form).status_code == 400
+    refused = admin.post("/console/clients/new", data={**form, "csrf_token": "forged"})
+    assert refused.status_code == 400
+    assert "CSRF" in refused.text
+    with app.app_context():
+        assert clients.list_clients(get_state(app)).items == []
+    stranger = app.test_client()
+    assert stranger.post("/console/login", data={"username": ADMIN}).status_code == 400
+
+
+def test_csrf_leaves_the_apis_alone(admin: FlaskClient, app: Flask) -> None:
+    """The token endpoint, the management API and the example's JSON API take POSTs without
+    any CSRF token, even from a client that has a console session."""
+    credentials = register(app, "m2m:admin read write")
+    token = fetch_token(admin, credentials)
+    body = {"name": "api", "scopes": ["read"]}
+    created = admin.post("/m2m/clients", json=body, headers=bearer(token))
+    assert created.status_code == 201
+    assert admin.post("/api/items", json={"name": "x"}, headers=bearer(token)).status_code == 201
+    auth = basic_auth(credentials["client_id"], credentials["client_secret"])
+    assert admin.post("/m2m/revoke", data={"token": token}, headers=auth).status_code == 200
+
+
+def test_secret_shown_only_at_creation_and_rotation(admin: FlaskClient, app: Flask) -> None:
+    """The secret appears on the page answering the create (and rotate) form, never again."""
+    client_id, secret = create(admin)
+    assert fetch_token(app.test_client(), {"client_id": client_id, "client_secret": secret})
+    pages = [
+        "/console/",
+        f"/console/clients/{client_id}",
+        f"/console/clients/{client_id}/events",
+        f"/console/clients/{client_id}/delete",
+    ]
+    for path in pages:
+        html = admin.get(path).text
+        assert client_id in html
+        assert secret not in html and not SECRET_PATTERN.search(html), path
+    rotate = f"/console/clients/{client_id}/rotate"
+    rotated = post_form(admin, rotate, {"grace_period_seconds": "0"})
+    assert rotated.status_code == 200
+    assert rotated.headers["Cache-Control"] == "no-store"
+    new_secret = SECRET_PATTERN.search(rotated.text)
+    assert new_secret and new_secret.group(0) != secret
+    for path in pages:
+        assert not SECRET_PATTERN.search(admin.get(path).text), path
+
+
+def test_unknown_client_404(admin: FlaskClient) -> None:
+    paths = ["", "/events", "/delete"]
+    for path in [f"/console/clients/m2m_nope{p}" for p in paths] + ["/console/clients/a%20b"]:
+        response = admin.get(path)
+        assert response.status_code == 404, path
+        assert "No such client" in response.text
+    for action in ("", "/disable", "/enable", "/rotate", "/delete"):
+        assert post_form(admin, f"/console/clients/m2m_nope{action}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"scopes": 'read "quoted"'}, "scopes", "Invalid scope"),
+        ({"metadata": "{not json"}, "metadata", "Not valid JSON"),
+        ({"metadata": "[1, 2]"}, "metadata", "JSON object"),
+        ({"expires_in_days": "soon"}, "expires_in_days", "whole number"),
+        ({"name": "x" * 201}, "name", "at most 200"),
+    ],
+)
+def test_create_validation_errors_on_the_form(
+    admin: FlaskClient, app: Flask, fields: dict[str, str], field: str, message: str
+) -> None:
+    """Bad input re-shows the form (422) with the error next to the field and the input kept."""
+    response = post_form(admin, "/console/clients/new", {"name": "n", "scopes": "read", **fields})
+    assert response.status_code == 422
+    assert f'id="{field}-error"' in response.text
+    assert message in response.text
+    with app.app_context():
+        assert clients.list_clients(get_state(app)).items == []
+
+
+def test_edit_and_validation_errors(admin: FlaskClient, app: Flask) -> None:
+    client_id, _ = create(admin)
+    path = f"/console/clients/{client_id}"
+    bad = post_form(admin, path, {"name": "billing", "scopes": "read", "metadata": "[]"})
+    assert bad.status_code == 422 and 'id="metadata-error"' in bad.text
+    bad = post_form(admin, path, {"name": "billing", "scopes": "re\\ad", "metadata": ""})
+    assert bad.status_code == 422 and 'id="scopes-error"' in bad.text
+    good = post_form(
+        admin, path, {"name": "payments", "scopes": "read", "metadata": '{"team": "pay"}'}
+    )
+    assert good.status_code == 302
+    page = admin.get(path).text
+    assert "Changes saved." in page and "payments" in page
+    with app.app_context():
+        client = clients.get_client(get_state(app), client_id)
+        assert (client.name, client.scopes) == ("payments", ["read"])
+        assert client.client_metadata == {"team": "pay"}
+
+
+def test_actions_audited_as_the_admin(admin: FlaskClient, app: Flask) -> None:
+    """Each console action goes through flask_m2m.clients and is audited with ``user:admin``."""
+    client_id, secret = create(admin)
+    base = f"/console/clients/{client_id}"
+    edit = post_form(admin, base, {"name": "b2", "scopes": "read", "metadata": ""})
+    assert edit.status_code == 302
+    assert post_form(admin, f"{base}/disable").status_code == 302
+    token = app.test_client().post(
+        "/m2m/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic_auth(client_id, secret),
+    )
+    assert token.status_code == 401
+    assert post_form(admin, f"{base}/enable").status_code == 302
+    assert post_form(admin, f"{base}/rotate", {"grace_period_seconds": "60"}).status_code == 200
+    refused = post_form(admin, f"{base}/rotate", {"grace_period_seconds": "-1"})
+    assert refused.status_code == 422 and 'id="grace_period_seconds-error"' in refused.text
+    confirm = admin.get(f"{base}/delete")
+    assert confirm.status_code == 200 and "cannot be undone" in confirm.text
+    assert post_form(admin, f"{base}/delete").status_code == 302
+    assert admin.get(base).status_code == 404
+    with app.app_context():
+        events = audit.list_events(get_state(app), client_id=client_id).items
+    names = [e.event for e in reversed(events)]
+    assert names == [
+        "client_created",
+        "client_updated",
+        "client_disabled",
+        "client_enabled",
+        "secret_rotated",
+        "client_deleted",
+    ]
+    assert {e.actor for e in events} == {f"user:{ADMIN}"}
+    page = admin.get(f"{base}/events")  # the trail outlives the client
+    assert page.status_code == 200 and "client_deleted" in page.text and "(deleted)" in page.text
+    assert "user:admin" in page.text and "b2" in page.text
