@@ -58,8 +58,7 @@ bp = Blueprint(
 csrf = CSRFProtect()
 login_manager = LoginManager()
 login_manager.login_view = "console.login"
-login_manager.login_message = "Log in to manage clients."
-login_manager.login_message_category = "info"
+login_manager.login_message = ""  # the login page says what it is for
 
 # The console's pages load nothing but their own CSS and script.
 SECURITY_HEADERS = {
