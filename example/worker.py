@@ -1,0 +1,108 @@
+"""A background job that calls the example API with a client-credentials token.
+
+    M2M_CLIENT_ID=... M2M_CLIENT_SECRET=... python -m example.worker --count 3 --interval 1
+
+It discovers the token endpoint from the issuer's RFC 8414 metadata (``M2M_ISSUER``, default
+http://127.0.0.1:5000), then posts an item and lists the items ``--count`` times, reusing one
+token (renewed only near its expiry or after a 401). Exit status: 0 done, 1 refused or
+unreachable, 2 usage. Needs ``pip install 'flask-m2m[client]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from flask_m2m.client import ClientCredentials, ClientCredentialsAuth, TokenError
+
+DEFAULT_ISSUER = "http://127.0.0.1:5000"
+
+
+class Refused(Exception):
+    """The API answered a call with an error status."""
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m example.worker",
+        description="Post and list items on the example API as a machine client. Reads "
+        "M2M_CLIENT_ID, M2M_CLIENT_SECRET and M2M_ISSUER from the environment.",
+    )
+    parser.add_argument("--count", type=int, default=3, help="rounds to run (default 3)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+    parser.add_argument("--scope", default=None, help="scopes to ask for (default: all)")
+    parser.add_argument("--api", default=None, help="API base URL (default: the issuer)")
+    args = parser.parse_args(argv)
+    if args.count < 1 or args.interval < 0:
+        parser.error("--count must be at least 1 and --interval not negative")
+    return args
+
+
+def _check(response: Any) -> Any:
+    """The JSON body of a successful response, or :class:`Refused`."""
+    if response.status_code >= 400:
+        reason = response.headers.get("WWW-Authenticate") or response.text[:200]
+        raise Refused(
+            f"{response.request.method} {response.url.path}: HTTP {response.status_code} {reason}"
+        )
+    return response.json()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; returns the exit status."""
+    args = _parse(argv)
+    client_id = os.environ.get("M2M_CLIENT_ID", "")
+    client_secret = os.environ.get("M2M_CLIENT_SECRET", "")
+    if not client_id or not client_secret:
+        print(
+            "worker: set M2M_CLIENT_ID and M2M_CLIENT_SECRET (python3 dev.py example "
+            "prints a demo client's).",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        import httpx
+    except ImportError:
+        print("worker: needs httpx: pip install 'flask-m2m[client]'", file=sys.stderr)
+        return 2
+
+    issuer = os.environ.get("M2M_ISSUER", DEFAULT_ISSUER).rstrip("/")
+    credentials = ClientCredentials(
+        issuer=issuer, client_id=client_id, client_secret=client_secret, scope=args.scope
+    )
+    auth = ClientCredentialsAuth(credentials)
+    print(f"worker: client {client_id} at issuer {issuer}", flush=True)
+    try:
+        with httpx.Client(base_url=args.api or issuer, auth=auth, timeout=10) as http:
+            for n in range(1, args.count + 1):
+                item = _check(http.post("/api/items", json={"name": f"job {n}/{args.count}"}))
+                print(f"[{n}/{args.count}] created item {item['id']}: {item['name']}", flush=True)
+                items = _check(http.get("/api/items"))["items"]
+                print(f"[{n}/{args.count}] {len(items)} items on the server", flush=True)
+                if n < args.count:
+                    time.sleep(args.interval)
+    except TokenError as exc:
+        where = credentials.token_endpoint or issuer
+        print(f"worker: authentication failed at {where}: {exc}", file=sys.stderr)
+        return 1
+    except Refused as exc:
+        print(f"worker: the API refused the call: {exc}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:
+        print(f"worker: cannot reach {args.api or issuer}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"worker: done: {2 * args.count} API calls, {credentials.fetch_count} token "
+        f"request(s), {auth.retry_count} retried after a 401 "
+        f"(token endpoint {credentials.token_endpoint})",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
