@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import InvalidRequestError
 
 from . import audit, signals
 from .credentials import (
@@ -371,8 +372,27 @@ def get_client(state: M2MState, client_id: str, *, for_update: bool = False) -> 
     if client is None:
         raise ClientNotFound(f"No client {client_id!r}.")
     if for_update:
-        state.db.session.refresh(client, with_for_update=True)
+        _lock_for_write(state, client_id)
+        try:
+            state.db.session.refresh(client, with_for_update=True)
+        except InvalidRequestError:  # deleted meanwhile by a concurrent request
+            state.db.session.rollback()
+            raise ClientNotFound(f"No client {client_id!r}.") from None
     return client
+
+
+def _lock_for_write(state: M2MState, client_id: str) -> None:
+    """On SQLite, which has no row locks and ignores ``FOR UPDATE``, take the database's
+    write lock now with a no-op update of the client's row. It is held until the change
+    commits, so changes of other processes wait their turn (up to the driver's busy timeout)
+    instead of acting on what they read before this one committed."""
+    model = state.models.client
+    session = state.db.session
+    if session.get_bind(mapper=model).dialect.name != "sqlite":
+        return
+    session.execute(
+        update(model).where(model.client_id == client_id).values(updated_at=model.updated_at)
+    )
 
 
 def list_clients(
