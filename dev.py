@@ -43,7 +43,7 @@ def ensure_venv(*requirements: str) -> None:
 
 def example(args: list[str]) -> None:
     """Create (or re-key) the demo client, print how to get a token, and serve the example."""
-    ensure_venv("-e", ".[example]")
+    ensure_venv("-e", ".[example,client]")
     flask = [BIN / "flask", "--app", "example"]
     _run(*flask, "demo")
     os.execv(str(BIN / "flask"), [str(BIN / "flask"), "--app", "example", "run", *args])

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase
 
 from flask_m2m import M2M, clients, current_token, require_scope
@@ -54,6 +56,8 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         app.instance_path, "example.db"
     )
     app.config["RATELIMIT_STORAGE_URI"] = "memory://"
+    # Check pooled connections before use, so service resumes by itself after a database restart.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     app.config.from_prefixed_env()
     app.config.update(config or {})
     if not app.config.get("SECRET_KEY"):
@@ -61,8 +65,7 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
 
     db.init_app(app)
     m2m.init_app(app, db)
-    with app.app_context():
-        db.create_all()
+    _create_tables(app)
 
     from .console import init_console
 
@@ -107,6 +110,20 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         _print_console_login(app)
 
     return app
+
+
+def _create_tables(app: Flask) -> None:
+    """Create the missing tables. Workers starting together race to do it: the losers see the
+    "already exists" error and try again, finding the tables there."""
+    with app.app_context():
+        for _ in range(3):
+            try:
+                db.create_all()
+                return
+            except (IntegrityError, OperationalError, ProgrammingError):
+                db.session.rollback()
+                time.sleep(0.2)
+        db.create_all()
 
 
 def _base_url() -> str:
