@@ -131,7 +131,7 @@ def test_parallel_client_changes(server: tuple[Gunicorn, dict[str, Any]]) -> Non
     original = created.json()["secret_id"]
 
     def patch(i: int) -> Callable[[requests.Session], requests.Response]:
-        body = {"name": f"n-{i}", "metadata": {"i": i}}
+        body: dict[str, Any] = {"name": f"n-{i}", "metadata": {"i": i}}
         return lambda s: s.patch(f"{base}/{client_id}", json=body, headers=headers, timeout=60)
 
     def rotate(i: int) -> Callable[[requests.Session], requests.Response]:
