@@ -3,6 +3,10 @@
 Client authentication (RFC 6749 §2.3.1) is ours rather than Authlib's default so that a
 malformed ``Authorization`` header is a 401 rather than a crash, disabled and expired clients
 are refused, ids are checked before any query, and secrets are compared as keyed hashes.
+
+A client's row and its secret hashes are read in one query and kept in memory for
+``M2M_STATE_CACHE_SECONDS``: a change this process writes through the ORM (disable, delete,
+rotation, secret removal) takes effect at once, one made elsewhere within that bound.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
@@ -22,9 +28,10 @@ from authlib.oauth2.rfc6749 import (
     InvalidScopeError,
     grants,
 )
-from flask import Response, current_app, json
+from flask import Response, current_app, has_app_context, json
 from flask import request as flask_request
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
 
 from . import audit, signals
 from .credentials import CLIENT_ID_PATTERN, verify_secret
@@ -36,6 +43,17 @@ if TYPE_CHECKING:
 #: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+#: Most clients whose credentials one process keeps in memory.
+_MAX_CACHED_CLIENTS = 10000
+
+
+@dataclass(slots=True)
+class _Credentials:
+    """A client and its stored secrets, detached from any session, as read at ``loaded_at``."""
+
+    client: Any
+    secrets: list[Any]
+    loaded_at: float
 
 
 class _FormPayload(FlaskOAuth2Payload):  # type: ignore[misc]
@@ -81,15 +99,14 @@ def authenticate_client(state: M2MState, client_id: str, secret: str, basic: boo
 
     :raises InvalidClientError: (401) for an unknown, disabled or expired client or a wrong secret.
     """
-    client = state.server.query_client(client_id)
+    credentials = state.server.credentials(client_id)
     now = utcnow()
     key = state.secret_hash_key
-    if client is None:
+    if credentials is None:
         verify_secret(secret, None, key)  # same work as for a known id
         raise _fail(client_id, "unknown_client", basic)
-    model = state.models.client_secret
-    rows = state.db.session.execute(select(model).where(model.client_id == client_id)).scalars()
-    valid = [row for row in rows if row.is_valid(now)]
+    client = credentials.client
+    valid = [row for row in credentials.secrets if row.is_valid(now)]
     matched = [row for row in valid if verify_secret(secret, row.secret_hash, key)]
     if not matched:
         raise _fail(client_id, "invalid_secret", basic)
@@ -111,12 +128,14 @@ def _note_use(state: M2MState, client: Any, secret: Any, valid: list[Any], now: 
             last_used_at=now
         )
     )
+    secret.last_used_at = now  # a detached copy: keeps the cached credentials current
     if client.last_used_at is None or now - client.last_used_at >= interval:
         session.execute(
             update(models.client)
             .where(models.client.client_id == client.client_id)
             .values(last_used_at=now, updated_at=models.client.updated_at)
         )
+        client.last_used_at = now
     newest = max(valid, key=lambda row: (row.created_at, row.id))
     warning = timedelta(days=state.settings.secret_expiry_warning_days)
     reason = None
@@ -237,11 +256,48 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         ):
             self.register_client_auth_method(method, lambda qc, r, f=authenticate: f(state))
         self.register_token_generator("default", self._generate_token)
+        self._credentials: dict[str, _Credentials] = {}
 
     def query_client(self, client_id: str) -> Any:
         if not isinstance(client_id, str) or not CLIENT_ID_PATTERN.fullmatch(client_id):
             return None
         return self.state.db.session.get(self.state.models.client, client_id)
+
+    def credentials(self, client_id: str) -> _Credentials | None:
+        """The client named ``client_id`` with its secrets (None if there is none), from
+        memory while younger than ``M2M_STATE_CACHE_SECONDS``, else in one query.
+
+        The objects are detached copies: never add them to a session.
+        """
+        if not CLIENT_ID_PATTERN.fullmatch(client_id):
+            return None
+        now = time.monotonic()
+        ttl = self.state.settings.state_cache_seconds
+        cached = self._credentials.get(client_id)
+        if cached is not None and now - cached.loaded_at < ttl:
+            return cached
+        models = self.state.models
+        query = (
+            select(models.client, models.client_secret)
+            .outerjoin(models.client_secret, models.client_secret.client_id == client_id)
+            .where(models.client.client_id == client_id)
+        )
+        # A session of its own: the copies outlive it and never join the request's session.
+        with Session(self.state.db.engine, expire_on_commit=False) as session:
+            rows = session.execute(query).all()
+        if not rows:
+            self._credentials.pop(client_id, None)
+            return None
+        found = _Credentials(rows[0][0], [row[1] for row in rows if row[1] is not None], now)
+        if ttl > 0:
+            if len(self._credentials) >= _MAX_CACHED_CLIENTS:
+                self._credentials.clear()
+            self._credentials[client_id] = found
+        return found
+
+    def forget_client(self, client_id: str) -> None:
+        """Drop this process's cached credentials of ``client_id``."""
+        self._credentials.pop(client_id, None)
 
     def _generate_token(self, grant_type: str, client: Any, **kwargs: Any) -> dict[str, Any]:
         return self.state.tokens.issue(
@@ -272,3 +328,18 @@ class Server(AuthorizationServer):  # type: ignore[misc]
                 client_id=token.client_id,
                 jti=token.jti,
             )
+
+
+
+@event.listens_for(Session, "before_flush")
+def _client_changed(session: Session, flush_context: Any, instances: Any) -> None:
+    """A client or secret row of the current app is written: drop what this process caches
+    about that client (credentials, verified and reusable tokens)."""
+    state = current_app.extensions.get("m2m") if has_app_context() else None
+    if state is None:
+        return
+    kinds = (state.models.client, state.models.client_secret)
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, kinds):
+            state.server.forget_client(obj.client_id)
+            state.tokens.forget_client(obj.client_id)
