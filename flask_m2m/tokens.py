@@ -4,6 +4,12 @@ Verification answers from a per-process cache of already-verified tokens. A cach
 revocation and its client's state (disabled, expired, deleted, tokens revoked) are read from
 the database again once the entry is ``M2M_STATE_CACHE_SECONDS`` old, which bounds how stale
 any instance can be.
+
+With ``M2M_REUSE_TOKENS``, a client asking again for the same scopes and audience gets its
+last token back (with the ``expires_in`` it has left) while more than half of that token's
+lifetime remains and it is neither revoked nor older than its client's ``tokens_valid_after``.
+Each process keeps its own such tokens, so under several workers a client holds up to one
+token per worker.
 """
 
 from __future__ import annotations
@@ -82,6 +88,15 @@ class _Entry:
     checked_at: float
 
 
+@dataclass(slots=True)
+class _Issued:
+    """A token this process issued, kept for reuse (``M2M_REUSE_TOKENS``)."""
+
+    token_string: str
+    token: AccessToken
+    checked_at: float
+
+
 class TokenService:
     """Issues, verifies and revokes the access tokens of one app."""
 
@@ -91,13 +106,21 @@ class TokenService:
         self.db = db
         self.keys = keys
         self._cache: dict[str, _Entry] = {}
+        #: (client_id, sorted scopes, issuer, audience) -> last token issued
+        self._issued: dict[tuple[str, str, str, str], _Issued] = {}
 
     # -- issuing ---------------------------------------------------------------------------
     def issue(self, client: Any, scope: str, issuer: str, audience: str) -> dict[str, Any]:
         """Create a token for ``client`` and return the RFC 6749 §5.1 response members.
 
-        An opaque token is added to the session; the caller commits it.
+        An opaque token is added to the session; the caller commits it. With
+        ``M2M_REUSE_TOKENS``, the client's last token for the same request may be returned.
         """
+        reuse_key = (client.client_id, " ".join(sorted(scope.split())), issuer, audience)
+        if self.settings.reuse_tokens:
+            reused = self._reusable(client, reuse_key)
+            if reused is not None:
+                return reused
         lifetime = client.access_token_expires_in or self.settings.access_token_expires_in
         # A token issued in the same second as a client-wide revocation must still count as
         # newer than that revocation (``tokens_valid_after`` is rounded up to whole seconds).
@@ -132,12 +155,43 @@ class TokenService:
                 "scope": scope,
             }
             access_token = jwt.encode(header, claims, key, registry=JWS_REGISTRY)
-        return {
-            "access_token": access_token,
-            "token_type": "Bearer",
-            "expires_in": expires_at - int(time.time()),
-            "scope": scope,
-        }
+        if self.settings.reuse_tokens:
+            token = AccessToken(
+                client_id=client.client_id,
+                scopes=tuple(scope.split()),
+                jti=jti,
+                issued_at=issued_at,
+                expires_at=expires_at,
+                issuer=issuer,
+                audience=(audience,),
+                opaque=self.settings.token_format == "opaque",
+            )
+            if len(self._issued) >= max(1, self.settings.token_cache_size):
+                self._issued.clear()
+            self._issued[reuse_key] = _Issued(access_token, token, time.monotonic())
+        return _response(access_token, expires_at, scope)
+
+    def _reusable(self, client: Any, key: tuple[str, str, str, str]) -> dict[str, Any] | None:
+        """The response handing back the client's last token for ``key``, if it may be."""
+        issued = self._issued.get(key)
+        if issued is None:
+            return None
+        token, now = issued.token, int(time.time())
+        if (
+            2 * (token.expires_at - now) <= token.expires_at - token.issued_at
+            or token.issued_at < client.tokens_valid_after
+        ):
+            self._issued.pop(key, None)
+            return None
+        checked = time.monotonic()
+        if checked - issued.checked_at >= self.settings.state_cache_seconds:
+            try:
+                self.check_state(token)
+            except TokenRejected:
+                self._issued.pop(key, None)
+                return None
+            issued.checked_at = checked
+        return _response(issued.token_string, token.expires_at, token.scope)
 
     # -- reading ---------------------------------------------------------------------------
     def decode(self, token_string: str) -> AccessToken:
@@ -293,11 +347,16 @@ class TokenService:
         for key, entry in list(self._cache.items()):
             if entry.token.client_id == client_id:
                 self._cache.pop(key, None)
+        for reuse_key in [k for k in self._issued if k[0] == client_id]:
+            self._issued.pop(reuse_key, None)
 
     # -- revoking --------------------------------------------------------------------------
     def revoke(self, token_string: str, token: AccessToken) -> None:
         """Revoke ``token`` (RFC 7009 §2) and commit."""
         self._cache.pop(token_string, None)
+        for key, issued in list(self._issued.items()):
+            if issued.token.jti == token.jti:
+                self._issued.pop(key, None)
         session = self.db.session
         if not token.opaque:
             model = self.models.revoked_token
@@ -313,3 +372,13 @@ class TokenService:
             session.commit()
         except IntegrityError:  # revoked concurrently by another request: same outcome
             session.rollback()
+
+
+def _response(access_token: str, expires_at: int, scope: str) -> dict[str, Any]:
+    """The RFC 6749 §5.1 members of a token response."""
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_at - int(time.time()),
+        "scope": scope,
+    }
