@@ -348,9 +348,11 @@ def main() -> int:
             if "client_id" in server.data:
                 d = server.data
                 d["read_token"] = fetch_token(server, d["client_id"], d["secret"], "read")
-                d["admin_token"] = fetch_token(server, d["admin_id"], d["admin_secret"], "m2m:admin")
+                d["admin_token"] = fetch_token(
+                    server, d["admin_id"], d["admin_secret"], "m2m:admin"
+                )
         all_cases = [(s, [Case("floor", s, "/bench/bare"), *cases[s.name]]) for s in servers]
-        for server, group in all_cases:  # warm-up: caches, keys, connections
+        for _, group in all_cases:  # warm-up: caches, keys, connections
             for case in group:
                 load(case, 1)
         for number in range(1, args.rounds + 1):
@@ -380,11 +382,12 @@ def main() -> int:
             key = f"{server.name}|{case.label}"
             runs = results[key]
             first = case.label == "floor"
-            mem = f"{rss[server.name]:8.1f} {rss[server.name] / rss['bare app']:8.2f}" if first else ""
-            print(f"{server.name if first else '':<13} {case.label:<30} "
-                  f"{median([r['rps'] for r in runs]):8.0f} {median([r['p50'] for r in runs]):7.2f} "
-                  f"{median([r['p99'] for r in runs]):7.2f} {sum(r['errors'] for r in runs):6.0f} "
-                  f"{median(ratios[key]):6.0%} {mem}")  # fmt: skip
+            mem = rss[server.name]
+            shown = f"{mem:8.1f} {mem / rss['bare app']:8.2f}" if first else ""
+            rps, p50, p99 = (median([r[k] for r in runs]) for k in ("rps", "p50", "p99"))
+            errors = sum(r["errors"] for r in runs)
+            print(f"{server.name if first else '':<13} {case.label:<30} {rps:8.0f} {p50:7.2f} "
+                  f"{p99:7.2f} {errors:6.0f} {median(ratios[key]):6.0%} {shown}")  # fmt: skip
 
     def ratio(server: str, label: str) -> float:
         return median(ratios[f"{server}|{label}"])

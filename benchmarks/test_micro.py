@@ -1,0 +1,72 @@
+"""In-process micro-benchmarks (pytest-benchmark), not part of the ``tests/`` run:
+
+    python benchmarks/run.py --micro      (or: python -m pytest benchmarks/test_micro.py)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_m2m.decorators import authenticate_request
+from flask_m2m.extension import get_state
+from tests.conftest import basic_auth, bearer, fetch_token, make_app, register
+
+pytest.importorskip("pytest_benchmark")
+
+NEVER = "1000000000/minute"  # a rate limit no benchmark reaches
+
+
+def _app(tmp_path: Any, **config: Any) -> Iterator[Flask]:
+    app, db = make_app(f"sqlite:///{tmp_path / 'micro.db'}", **config)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(params=["RS256", "ES256", "EdDSA"])
+def alg_app(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Flask]:
+    yield from _app(tmp_path, M2M_SIGNING_ALG=request.param, M2M_TOKEN_RATE_LIMIT=NEVER)
+
+
+def test_issue(benchmark: Any, alg_app: Flask) -> None:
+    """``TokenService.issue``: claims and signature of one token."""
+    creds = register(alg_app)
+    with alg_app.app_context():
+        state = get_state(alg_app)
+        client = state.server.credentials(creds["client_id"]).client  # type: ignore[union-attr]
+        benchmark(state.tokens.issue, client, "read", "https://issuer.test", "https://issuer.test")
+
+
+def test_token_endpoint(benchmark: Any, alg_app: Flask) -> None:
+    """One ``POST /m2m/token`` through the test client (limiter, auth, grant, signature)."""
+    creds = register(alg_app)
+    client = alg_app.test_client()
+    headers = basic_auth(creds["client_id"], creds["client_secret"])
+    data = {"grant_type": "client_credentials", "scope": "read"}
+    response = benchmark(client.post, "/m2m/token", data=data, headers=headers)
+    assert response.status_code == 200
+
+
+@pytest.fixture
+def scoped_app(tmp_path: Any) -> Iterator[Flask]:
+    yield from _app(tmp_path, M2M_TOKEN_RATE_LIMIT=NEVER)
+
+
+def test_require_scope_check(benchmark: Any, scoped_app: Flask) -> None:
+    """``require_scope("read")``'s check alone, on a token already verified once."""
+    token = fetch_token(scoped_app.test_client(), register(scoped_app), "read")
+    with scoped_app.test_request_context("/api/read", headers=bearer(token)):
+        benchmark(authenticate_request, ("read",))
+
+
+def test_require_scope_route(benchmark: Any, scoped_app: Flask) -> None:
+    """One ``GET`` of a ``require_scope("read")`` route through the test client."""
+    client = scoped_app.test_client()
+    headers = bearer(fetch_token(client, register(scoped_app), "read"))
+    response = benchmark(client.get, "/api/read", headers=headers)
+    assert response.status_code == 200
