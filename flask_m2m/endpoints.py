@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import TemporarilyUnavailable
@@ -138,6 +138,7 @@ def token() -> Response:
     if not request.form.get("grant_type"):
         return _oauth_error(InvalidRequestError("Missing grant_type."))
     response: Response = _state().server.create_token_response()
+    response.headers.extend(g.pop("_m2m_limit_headers", ()))
     return response
 
 
@@ -194,7 +195,7 @@ def create_blueprint(url_prefix: str, limits: RateLimits) -> Blueprint:
     """The protocol blueprint, rate-limited; ``init_app`` registers it on each app."""
     bp = Blueprint("m2m", __name__)
     every_method = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    token_view = limits.protect_token_endpoint(token)
+    token_view = limits.protect_client_auth(token)
     if limits.state.metrics is not None:
         token_view = limits.state.metrics.time_token_endpoint(token_view)
     bp.add_url_rule(f"{url_prefix}/token", view_func=token_view, methods=every_method)

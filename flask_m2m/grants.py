@@ -28,7 +28,7 @@ from authlib.oauth2.rfc6749 import (
     InvalidScopeError,
     grants,
 )
-from flask import Response, current_app, has_app_context, json
+from flask import Response, current_app, g, has_app_context, json
 from flask import request as flask_request
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
@@ -300,6 +300,9 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         self._credentials.pop(client_id, None)
 
     def _generate_token(self, grant_type: str, client: Any, **kwargs: Any) -> dict[str, Any]:
+        # The client's token-endpoint limit, counted once it has authenticated and its scopes
+        # are valid (so naming a client cannot spend its quota); its headers go on the response.
+        g._m2m_limit_headers = self.state.rate_limits.count_token_request(client)
         return self.state.tokens.issue(
             client, kwargs.get("scope") or "", self.state.issuer(), self.state.audience()
         )

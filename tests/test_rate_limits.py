@@ -4,6 +4,7 @@ that ``M2M_TEST_REDIS_URL`` names."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ def assert_429(response: Any, problem: bool = False) -> None:
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
     assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert int(response.headers["X-RateLimit-Limit"]) >= 1
+    assert int(response.headers["X-RateLimit-Reset"]) > time.time()
     if problem:
         assert response.mimetype == "application/problem+json"
         assert response.get_json()["status"] == 429
@@ -39,8 +42,9 @@ def assert_429(response: Any, problem: bool = False) -> None:
 
 def test_token_limit_per_client(app_factory: Callable[..., Flask]) -> None:
     """RFC 6585 §4: a client over its token-endpoint limit gets 429 with Retry-After and a JSON
-    error (RFC 6749 §5.2 shape); another client is not affected."""
-    app = app_factory(M2M_TOKEN_RATE_LIMIT="3/minute")
+    error (RFC 6749 §5.2 shape); another client is not affected. With Flask-Limiter's
+    ``RATELIMIT_HEADERS_ENABLED``, successful responses show the quota too."""
+    app = app_factory(M2M_TOKEN_RATE_LIMIT="3/minute", RATELIMIT_HEADERS_ENABLED=True)
     c, first, second = app.test_client(), register(app), register(app)
     for remaining in ("2", "1", "0"):
         response = token_status(c, first)
