@@ -6,9 +6,11 @@ flask-m2m runs a Flask-Limiter instance of its own, storing counters where the a
 below, never the app's ``RATELIMIT_DEFAULT`` or application limits, which stay the business of
 the app's own limiter.
 
-The per-client limit is counted once a client has authenticated, with the storage and strategy
-of that Flask-Limiter instance: one storage call per token request, with the client row the
-grant already holds. It is enforced, or in ``log-only`` mode counted and reported (signal,
+Flask-Limiter's decorators apply the management limit. The two protocol limits sit on the
+hot path, so they call the same storage and strategy directly, once or twice per request: the
+per-client limit is counted once a client has authenticated (with the client row the grant
+already holds), the failed-authentication limit is tested before the view and charged on a
+401. The per-client limit is enforced, or in ``log-only`` mode counted and reported (signal,
 audit event, metric) but never refused. When the storage fails, the limits go on in memory
 (fail open, the default) or the limited routes answer 503 (fail closed).
 """
@@ -18,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Blueprint, Flask, Response, current_app, json, request
@@ -26,6 +29,8 @@ from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
+from limits.storage import MemoryStorage
+from limits.strategies import RateLimiter
 
 from . import audit, signals
 from .outages import DATABASE_ERRORS, log_outage
@@ -35,6 +40,12 @@ if TYPE_CHECKING:
 
 #: Status codes of a failed client authentication (RFC 6749 §5.2 ``invalid_client``).
 _FAILED_AUTH = (401,)
+#: Seconds in-memory counters stand in for a failed storage before it is tried again.
+_FALLBACK_SECONDS = 2.0
+#: The management blueprint: the only routes Flask-Limiter's own request hook looks at.
+MANAGEMENT_BLUEPRINT = "m2m_management"
+
+T = TypeVar("T")
 
 
 def _never() -> bool:
@@ -49,8 +60,8 @@ def _caller() -> str:
     return "addr:" + get_remote_address()
 
 
-class TokenRateLimited(OAuth2Error):  # type: ignore[misc]
-    """429 from the token endpoint: RFC 6749 §5.2-style body, ``Retry-After`` and the
+class RateLimited(OAuth2Error):  # type: ignore[misc]
+    """429 from a protocol endpoint: RFC 6749 §5.2-style body, ``Retry-After`` and the
     ``X-RateLimit-*`` headers of the limit that was reached."""
 
     error = "too_many_requests"
@@ -89,6 +100,10 @@ class RateLimits:
             default_limits_exempt_when=_never,
             application_limits_exempt_when=_never,
         )
+        # Its request hook runs for every route of the app: let it skip all but management.
+        self.limiter.request_filter(lambda: request.blueprint != MANAGEMENT_BLUEPRINT)
+        self._memory: RateLimiter | None = None
+        self._memory_until = 0.0
         #: limit string -> parsed limits
         self._parsed: dict[str, list[RateLimitItem]] = {}
         #: (client id, window) of the breaches already audited by this process
@@ -99,7 +114,7 @@ class RateLimits:
         """Count a token request of an authenticated client against its limit.
 
         :returns: ``X-RateLimit-*`` headers for the response (when enabled), else ``[]``.
-        :raises TokenRateLimited: when the client is over an enforced limit.
+        :raises RateLimited: when the client is over an enforced limit.
         :raises StorageError: when the storage fails and ``M2M_RATE_LIMIT_FAIL_OPEN`` is off.
         """
         if not self.enabled:
@@ -111,10 +126,8 @@ class RateLimits:
             items = self._parsed[limit] = parse_many(limit)
         enforced = (client.rate_limit_mode or settings.token_rate_limit_mode) != "log-only"
         key = (self.key_prefix, "m2m-token", client.client_id)
-        # Flask-Limiter's strategy over the storage, or over memory while the storage is down
-        # (it notices that on the failed-auth check that runs first, and fails open or closed).
-        strategy = self.limiter.limiter
-        try:
+
+        def count(strategy: RateLimiter) -> tuple[RateLimitItem | None, float, int]:
             if len(items) == 1:
                 over = None if strategy.hit(items[0], *key) else items[0]
             else:  # an enforced request is charged only if every limit allows it
@@ -123,23 +136,36 @@ class RateLimits:
                     for item in items:
                         strategy.hit(item, *key)
             if over is None and not self.headers_enabled:
-                return []
-            shown = over or items[0]
-            reset_at, remaining = strategy.get_window_stats(shown, *key)
-        except StorageError as exc:  # the storage failed since that check
-            if not settings.rate_limit_fail_open:
-                raise
-            current_app.logger.warning(
-                "flask-m2m: rate-limit storage unavailable (%s); request not counted",
-                type(exc.storage_error).__name__,
-            )
-            return []
+                return None, 0.0, 0
+            reset_at, remaining = strategy.get_window_stats(over or items[0], *key)
+            return over, reset_at, remaining
+
+        over, reset_at, remaining = self._counting(count)
         if over is None:
-            return _limit_headers(shown, remaining, reset_at)
+            return _limit_headers(items[0], remaining, reset_at) if self.headers_enabled else []
         self._report(client.client_id, over, enforced)
         if enforced:
-            raise TokenRateLimited(over, reset_at)
+            raise RateLimited(over, reset_at)
         return []
+
+    def _counting(self, work: Callable[[RateLimiter], T]) -> T:
+        """Run ``work`` on the storage's strategy; when the storage fails, fail closed (raise)
+        or open (count in memory for a few seconds, then try the storage again)."""
+        if self._memory is not None and time.monotonic() < self._memory_until:
+            return work(self._memory)
+        try:
+            return work(self.limiter.limiter)
+        except StorageError as exc:
+            if not self.state.settings.rate_limit_fail_open:
+                raise
+            current_app.logger.warning(
+                "flask-m2m: rate-limit storage unavailable (%s); counting in memory",
+                type(exc.storage_error).__name__,
+            )
+            if self._memory is None:
+                self._memory = type(self.limiter.limiter)(MemoryStorage())
+            self._memory_until = time.monotonic() + _FALLBACK_SECONDS
+            return work(self._memory)
 
     def _report(self, client_id: str, item: RateLimitItem, enforced: bool) -> None:
         """Signal every breach; audit the first one of each window per client and process."""
@@ -166,15 +192,34 @@ class RateLimits:
             log_outage(exc)
 
     # -- Flask-Limiter decorators ------------------------------------------------------------
-    def protect_client_auth(self, view: Callable[..., Any]) -> Callable[..., Any]:
+    def protect_client_auth(self, view: Callable[..., Response]) -> Callable[..., Response]:
         """Per-address limit counting only failed client authentications (all endpoints)."""
-        return self.limiter.shared_limit(
-            self.state.settings.failed_auth_rate_limit,
-            scope="m2m-failed-auth",
-            key_func=get_remote_address,
-            deduct_when=lambda response: response.status_code in _FAILED_AUTH,
-            on_breach=self._counted(_oauth_breach, "failed_auth"),
-        )(view)
+        items = parse_many(self.state.settings.failed_auth_rate_limit)
+
+        @wraps(view)
+        def limited(*args: Any, **kwargs: Any) -> Response:
+            if not self.enabled:
+                return view(*args, **kwargs)
+            key = (self.key_prefix, "m2m-failed-auth", get_remote_address())
+
+            def test(strategy: RateLimiter) -> tuple[RateLimitItem, float] | None:
+                over = next((i for i in items if not strategy.test(i, *key)), None)
+                return None if over is None else (over, strategy.get_window_stats(over, *key)[0])
+
+            breach = self._counting(test)
+            if breach is not None:
+                if self.state.metrics is not None:
+                    self.state.metrics.limited("failed_auth")
+                response: Response = self.state.server.handle_error_response(
+                    None, RateLimited(*breach)
+                )
+                return response
+            response = view(*args, **kwargs)
+            if response.status_code in _FAILED_AUTH:
+                self._counting(lambda strategy: [strategy.hit(i, *key) for i in items])
+            return response
+
+        return limited
 
     def protect_management(self, blueprint: Blueprint) -> None:
         """Per-caller limit on every route of the management blueprint."""
@@ -215,16 +260,6 @@ def _breach_headers(limit: RequestLimit) -> dict[str, str]:
     headers = dict(_limit_headers(limit.limit, 0, limit.reset_at))
     headers.update({"Retry-After": _seconds_until(limit.reset_at), "Cache-Control": "no-store"})
     return headers
-
-
-def _oauth_breach(limit: RequestLimit) -> Response:
-    """429 with an RFC 6749-style JSON body, ``Retry-After`` and ``X-RateLimit-*``."""
-    body = {
-        "error": "too_many_requests",
-        "error_description": f"Rate limit exceeded: {limit.limit}. Retry later.",
-    }
-    headers = {**_breach_headers(limit), "Pragma": "no-cache"}
-    return Response(json.dumps(body), 429, headers, mimetype="application/json")
 
 
 def _problem_breach(limit: RequestLimit) -> Response:
