@@ -116,10 +116,8 @@ def test_burst_of_token_requests(server: tuple[Gunicorn, dict[str, Any]]) -> Non
 
 
 def test_burst_over_a_rate_limit(server: tuple[Gunicorn, dict[str, Any]]) -> None:
-    """100 simultaneous token requests of a "20/minute" client, counted in Redis: at least
-    20 succeed, the rest are 429 with Retry-After, none fails otherwise. Only successful
-    requests count and the check comes first, so a burst may overshoot by what is in flight
-    (docs/deployment.md says so)."""
+    """100 simultaneous token requests of a "20/minute" client, counted in Redis by all 4
+    workers: exactly 20 succeed, the other 80 are 429 with Retry-After."""
     if not RATELIMIT_STORAGE_URI.startswith("redis"):
         pytest.skip("a limit shared by 4 workers needs Redis: set M2M_TEST_REDIS_URL")
     gunicorn, admin = server
@@ -135,10 +133,8 @@ def test_burst_over_a_rate_limit(server: tuple[Gunicorn, dict[str, Any]]) -> Non
 
     responses = in_parallel([get_token] * 100)
     statuses = Counter(r.status_code for r in responses)
-    assert set(statuses) == {200, 429}
-    assert statuses[200] >= 20
+    assert statuses == {200: 20, 429: 80}
     assert all(int(r.headers["Retry-After"]) >= 1 for r in responses if r.status_code == 429)
-    # Once the burst is over, the limit holds exactly.
     assert token_response(gunicorn, client).status_code == 429
 
 
