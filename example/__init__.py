@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase
 
@@ -65,6 +66,7 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
 
     db.init_app(app)
     m2m.init_app(app, db)
+    _tune_sqlite(app)
     _create_tables(app)
 
     from .console import init_console
@@ -110,6 +112,21 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         _print_console_login(app)
 
     return app
+
+
+def _tune_sqlite(app: Flask) -> None:
+    """On a SQLite file, write-ahead logging: readers no longer wait for writers and a commit
+    (an opaque token, a ``last_used_at``) needs no fsync of the whole database."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        return
+    with app.app_context():
+
+        @event.listens_for(db.engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
 
 
 def _create_tables(app: Flask) -> None:
