@@ -88,8 +88,16 @@ def jwt_part(token: str, index: int) -> dict[str, Any]:
 class Gunicorn:
     """``gunicorn 'example:create_app()'`` on 127.0.0.1, started and stopped by the tests."""
 
-    def __init__(self, env: dict[str, str], log: Path, workers: int = 2, threads: int = 1):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        workers: int = 2,
+        threads: int = 1,
+        options: tuple[str, ...] = (),
+    ):
         self.env = env
+        self.options = options
         self.log = log
         self.workers = workers
         self.threads = threads
@@ -107,6 +115,7 @@ class Gunicorn:
             "--bind", f"127.0.0.1:{self.port}",
             "--graceful-timeout", "10",
             "--no-control-socket",
+            *self.options,
             "example:create_app()",
         ]  # fmt: skip
         with self.log.open("ab") as log:
@@ -143,12 +152,16 @@ class Gunicorn:
 
 @contextmanager
 def gunicorn_servers(log_dir: Path) -> Iterator[Callable[..., Gunicorn]]:
-    """``with gunicorn_servers(dir) as start``: ``start(env, workers=2, threads=1)`` starts a
-    server; on leaving, every server is stopped, and none may have logged a traceback."""
+    """``with gunicorn_servers(dir) as start``: ``start(env, workers=2, threads=1, *options)``
+    starts a server (``options``: more gunicorn arguments); on leaving, every server is
+    stopped, and none may have logged a traceback."""
     servers: list[Gunicorn] = []
 
-    def start(env: dict[str, str], workers: int = 2, threads: int = 1) -> Gunicorn:
-        server = Gunicorn(env, log_dir / f"gunicorn-{len(servers)}.log", workers, threads)
+    def start(
+        env: dict[str, str], workers: int = 2, threads: int = 1, *options: str
+    ) -> Gunicorn:
+        log = log_dir / f"gunicorn-{len(servers)}.log"
+        server = Gunicorn(env, log, workers, threads, options)
         servers.append(server)
         return server.start()
 

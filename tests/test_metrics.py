@@ -3,13 +3,6 @@ the workers of a multi-worker gunicorn (prometheus_client's multiprocess mode)."
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +12,7 @@ import pytest
 import requests
 from conftest import basic_auth, bearer, fetch_token, register
 from flask import Flask
+from gunicorn_servers import create_client_cli, example_env, gunicorn_servers
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,83 +99,24 @@ def test_token_and_require_scope_metrics(metered_app: Flask) -> None:
     assert client["client_secret"] not in text and token not in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def gunicorn_with_metrics(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, Any]]]:
     """The example app under gunicorn with 2 workers and multiprocess metrics."""
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     config = tmp_path / "gunicorn.conf.py"
-    config.write_text(
-        "from flask_m2m.metrics import gunicorn_child_exit as child_exit\n"
-        "control_socket_disable = True\n"
+    config.write_text("from flask_m2m.metrics import gunicorn_child_exit as child_exit\n")
+    env = example_env(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'metrics.db'}",
+        SECRET_KEY="metrics-test-secret-key-0123456789",
+        M2M_METRICS_ENABLED=True,
+        M2M_TOKEN_RATE_LIMIT="100000/minute",
     )
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "FLASK_SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'metrics.db'}",
-        "FLASK_SECRET_KEY": "metrics-test-secret-key-0123456789",
-        "FLASK_M2M_METRICS_ENABLED": "true",
-        "FLASK_M2M_TOKEN_RATE_LIMIT": '"100000/minute"',
-    }
-    # The tables and a client exist before the workers start.
-    created = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "flask"),
-            "--app",
-            "example",
-            "m2m",
-            "create-client",
-            "--name",
-            "metrics",
-            "--scope",
-            "read",
-            "--json",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    client = json.loads(created.stdout)
-    port = _free_port()
-    bindir = Path(sys.executable).parent
-    server = subprocess.Popen(
-        [
-            str(bindir / "gunicorn"),
-            "-c",
-            str(config),
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "example:create_app()",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                requests.get(base + "/m2m/jwks.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        yield base, metrics_dir, client
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _, stderr = server.communicate(timeout=30)
-        assert "Traceback" not in stderr, stderr
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    client = create_client_cli(env, "metrics", "read")  # tables and client before the workers
+    with gunicorn_servers(tmp_path) as start:
+        server = start(env, 2, 1, "--config", str(config))
+        yield server.url, metrics_dir, client
 
 
 def test_metrics_summed_over_gunicorn_workers(

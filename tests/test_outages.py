@@ -24,6 +24,7 @@ import pytest
 import redis
 from conftest import basic_auth, bearer, register
 from flask import Flask
+from gunicorn_servers import free_port
 
 from flask_m2m import clients
 from flask_m2m.extension import get_state
@@ -31,12 +32,6 @@ from flask_m2m.extension import get_state
 PG_ROOT = Path("/usr/lib/postgresql")
 GRANT = {"grant_type": "client_credentials"}
 LEAKS = ("Traceback", "psycopg", "OperationalError", "sqlalchemy", "redis", "SELECT", "127.0.0.1")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _need(program: str | None, env_var: str) -> str:
@@ -55,7 +50,7 @@ class PrivatePostgres:
         bindir = PG_ROOT / versions[-1] / "bin" if versions else None
         self.bin = Path(_need(str(bindir) if bindir else None, "M2M_TEST_DATABASE_URL"))
         self.dir = Path(tempfile.mkdtemp(prefix="m2m-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         # PostgreSQL refuses to run as root: run it as the postgres user then.
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
@@ -110,7 +105,7 @@ class PrivateRedis:
 
     def __init__(self) -> None:
         self.program = _need(shutil.which("redis-server"), "M2M_TEST_REDIS_URL")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
