@@ -104,8 +104,8 @@ def _check_metadata(state: M2MState, metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise InvalidClientData("metadata must be a JSON object.", field="metadata")
     try:
-        size = len(json.dumps(metadata).encode())
-    except (TypeError, ValueError):
+        size = len(json.dumps(metadata, allow_nan=False).encode())
+    except (TypeError, ValueError, RecursionError):  # NaN and Infinity are not JSON
         raise InvalidClientData("metadata must be plain JSON.", field="metadata") from None
     if size > state.settings.max_metadata_bytes:
         raise InvalidClientData(
@@ -486,7 +486,6 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
     if others:
         audit.record(state, "client_updated", client_id, others)
     state.db.session.commit()
-    state.tokens.forget_client(client_id)
     signals.client_updated.send(_app(), client_id=client_id, changes=sorted(diff))
     return client
 
@@ -509,5 +508,4 @@ def delete_client(state: M2MState, client_id: str) -> None:
     audit.record(state, "client_deleted", client_id, {"name": client.name, "scopes": client.scopes})
     session.delete(client)
     session.commit()
-    state.tokens.forget_client(client_id)
     signals.client_deleted.send(_app(), client_id=client_id)

@@ -124,9 +124,9 @@ def _note_use(state: M2MState, client: Any, secret: Any, valid: list[Any], now: 
         return
     models, session = state.models, state.db.session
     session.execute(
-        update(models.client_secret).where(models.client_secret.id == secret.id).values(
-            last_used_at=now
-        )
+        update(models.client_secret)
+        .where(models.client_secret.id == secret.id)
+        .values(last_used_at=now)
     )
     secret.last_used_at = now  # a detached copy: keeps the cached credentials current
     if client.last_used_at is None or now - client.last_used_at >= interval:
@@ -257,6 +257,8 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             self.register_client_auth_method(method, lambda qc, r, f=authenticate: f(state))
         self.register_token_generator("default", self._generate_token)
         self._credentials: dict[str, _Credentials] = {}
+        #: Bumped by every :meth:`forget_client`, so a read that raced a change is not kept.
+        self._generation = 0
 
     def query_client(self, client_id: str) -> Any:
         if not isinstance(client_id, str) or not CLIENT_ID_PATTERN.fullmatch(client_id):
@@ -276,6 +278,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         cached = self._credentials.get(client_id)
         if cached is not None and now - cached.loaded_at < ttl:
             return cached
+        generation = self._generation
         models = self.state.models
         query = (
             select(models.client, models.client_secret)
@@ -289,7 +292,8 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             self._credentials.pop(client_id, None)
             return None
         found = _Credentials(rows[0][0], [row[1] for row in rows if row[1] is not None], now)
-        if ttl > 0:
+        # Cached only if no change was seen meanwhile (the rows may predate it).
+        if ttl > 0 and generation == self._generation:
             if len(self._credentials) >= _MAX_CACHED_CLIENTS:
                 self._credentials.clear()
             self._credentials[client_id] = found
@@ -297,6 +301,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
 
     def forget_client(self, client_id: str) -> None:
         """Drop this process's cached credentials of ``client_id``."""
+        self._generation += 1
         self._credentials.pop(client_id, None)
 
     def _generate_token(self, grant_type: str, client: Any, **kwargs: Any) -> dict[str, Any]:
@@ -333,16 +338,39 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             )
 
 
+def _forget(state: M2MState, client_ids: set[str]) -> None:
+    for client_id in client_ids:
+        state.server.forget_client(client_id)
+        state.tokens.forget_client(client_id)
+
 
 @event.listens_for(Session, "before_flush")
 def _client_changed(session: Session, flush_context: Any, instances: Any) -> None:
     """A client or secret row of the current app is written: drop what this process caches
-    about that client (credentials, verified and reusable tokens)."""
+    about that client (credentials, verified and reusable tokens), now and again once the
+    change is committed (a request may read and cache the old row in between)."""
     state = current_app.extensions.get("m2m") if has_app_context() else None
     if state is None:
         return
     kinds = (state.models.client, state.models.client_secret)
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, kinds):
-            state.server.forget_client(obj.client_id)
-            state.tokens.forget_client(obj.client_id)
+    changed = {
+        obj.client_id
+        for obj in (*session.new, *session.dirty, *session.deleted)
+        if isinstance(obj, kinds)
+    }
+    if changed:
+        session.info.setdefault("m2m_changed_clients", set()).update(changed)
+        _forget(state, changed)
+
+
+@event.listens_for(Session, "after_commit")
+def _client_committed(session: Session) -> None:
+    changed = session.info.pop("m2m_changed_clients", None)
+    state = current_app.extensions.get("m2m") if has_app_context() else None
+    if changed and state is not None:
+        _forget(state, changed)
+
+
+@event.listens_for(Session, "after_rollback")
+def _client_rolled_back(session: Session) -> None:
+    session.info.pop("m2m_changed_clients", None)

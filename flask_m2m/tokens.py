@@ -347,7 +347,7 @@ class TokenService:
         for key, entry in list(self._cache.items()):
             if entry.token.client_id == client_id:
                 self._cache.pop(key, None)
-        for reuse_key in [k for k in self._issued if k[0] == client_id]:
+        for reuse_key in [k for k in list(self._issued) if k[0] == client_id]:
             self._issued.pop(reuse_key, None)
 
     # -- revoking --------------------------------------------------------------------------

@@ -14,11 +14,18 @@ import pytest
 from conftest import basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
 import flask_m2m.tokens
 from flask_m2m import signals
-from flask_m2m.clients import create_client, delete_client, list_clients, set_disabled
+from flask_m2m.clients import (
+    create_client,
+    delete_client,
+    list_clients,
+    rotate_secret,
+    set_disabled,
+)
 from flask_m2m.extension import get_state
 from flask_m2m.models import utcnow
 
@@ -437,3 +444,36 @@ def test_signals(app: Flask, client: FlaskClient, registered_client: Creds) -> N
     assert all(f["client_id"] == registered_client["client_id"] for f in failures)
     assert all(isinstance(f["reason"], str) for f in failures)
     assert not any(registered_client["client_secret"] in repr(f) for f in failures + issued)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda state, cid: set_disabled(state, cid, True),
+        lambda state, cid: rotate_secret(state, cid, grace_period_seconds=0),
+        lambda state, cid: delete_client(state, cid),
+    ],
+    ids=["disable", "rotate", "delete"],
+)
+def test_change_takes_effect_at_once_in_this_process(
+    app_factory: Callable[..., Flask], shared_database_url: str, change: Any
+) -> None:
+    """A token request that reads a client between the flush and the commit of a change
+    (as one in another thread may) must not keep serving the old row from memory."""
+    app = app_factory(shared_database_url, M2M_STATE_CACHE_SECONDS=30)
+    target = register(app)
+    headers = basic_auth(target["client_id"], target["client_secret"])
+    web = app.test_client()
+    assert web.post("/m2m/token", data=GRANT, headers=headers).status_code == 200
+    with app.app_context():
+        state = get_state(app)
+
+        def read_meanwhile(session: Any, context: Any) -> None:
+            state.server.credentials(target["client_id"])
+
+        event.listen(state.db.session, "after_flush", read_meanwhile)
+        try:
+            change(state, target["client_id"])
+        finally:
+            event.remove(state.db.session, "after_flush", read_meanwhile)
+    assert web.post("/m2m/token", data=GRANT, headers=headers).status_code == 401
