@@ -551,6 +551,15 @@ def test_cli_applies_policy(app_factory: Factory, config: dict[str, Any], args: 
     assert app.test_cli_runner().invoke(args=["m2m", "create-client", *ok]).exit_code == 0
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_metadata_must_be_strict_json(app: Flask, value: float) -> None:
+    """NaN and Infinity are not JSON (RFC 8259 §6): the service refuses them before any
+    database sees them (PostgreSQL's json type would fail with a 500)."""
+    with app.app_context(), pytest.raises(flask_m2m.clients.InvalidClientData) as refused:
+        flask_m2m.clients.create_client(get_state(app), name="x", metadata={"n": value})
+    assert refused.value.field == "metadata"
+
+
 # -- pagination and filters --------------------------------------------------------------------
 def test_pagination_walk(
     client: FlaskClient, headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
