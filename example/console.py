@@ -10,7 +10,9 @@ the audit actor is ``user:<admin username>``.
 from __future__ import annotations
 
 import json
+import math
 import secrets
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -89,7 +91,8 @@ def init_console(app: Flask) -> None:
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     login_manager.init_app(app)
-    app.extensions["example_console"] = {"failures": {}}
+    # Failed logins per address, shared by the threads of a process (guarded by the lock).
+    app.extensions["example_console"] = {"failures": {}, "lock": threading.Lock()}
     app.register_blueprint(bp)
 
 
@@ -177,12 +180,21 @@ def _state() -> M2MState:
 
 # -- login -------------------------------------------------------------------------------------
 def _throttled(address: str) -> bool:
-    failures: dict[str, list[float]] = current_app.extensions["example_console"]["failures"]
-    now = time.monotonic()
-    for key in [k for k, times in failures.items() if times[-1] < now - LOGIN_WINDOW_SECONDS]:
-        del failures[key]
-    recent = failures.get(address, [])
-    return len([t for t in recent if t >= now - LOGIN_WINDOW_SECONDS]) >= LOGIN_FAILURES_ALLOWED
+    """Whether ``address`` has failed to log in too often lately (old failures are forgotten)."""
+    state = current_app.extensions["example_console"]
+    failures: dict[str, list[float]] = state["failures"]
+    since = time.monotonic() - LOGIN_WINDOW_SECONDS
+    with state["lock"]:
+        for key in [k for k, times in failures.items() if times[-1] < since]:
+            del failures[key]
+        recent = [t for t in failures.get(address, []) if t >= since]
+    return len(recent) >= LOGIN_FAILURES_ALLOWED
+
+
+def _record_failure(address: str) -> None:
+    state = current_app.extensions["example_console"]
+    with state["lock"]:
+        state["failures"].setdefault(address, []).append(time.monotonic())
 
 
 def _safe_next(target: str | None) -> str:
@@ -213,8 +225,7 @@ def login() -> BaseResponse | tuple[str, int] | str:
     ):
         login_user(Admin(admin_username()))
         return redirect(_safe_next(request.args.get("next")))
-    failures = current_app.extensions["example_console"]["failures"]
-    failures.setdefault(address, []).append(time.monotonic())
+    _record_failure(address)
     flash("Wrong username or password.", "error")
     page = render_template("console/login.html", configured=bool(configured), username=username)
     return page, 401
@@ -228,14 +239,29 @@ def logout() -> BaseResponse:
 
 
 # -- clients -----------------------------------------------------------------------------------
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (Python's parser takes them)."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number, refused when too large for a float (``1e999`` would be infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large")
+    return value
+
+
 def _json_object(text: str, field: str) -> dict[str, Any]:
     """A JSON object typed into a textarea (empty: ``{}``)."""
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except ValueError as error:
         raise InvalidClientData(f"Not valid JSON: {error}.", field=field) from None
+    except RecursionError:
+        raise InvalidClientData("Not valid JSON: nested too deeply.", field=field) from None
     if not isinstance(value, dict):
         raise InvalidClientData("Give a JSON object, such as {\"team\": \"billing\"}.", field=field)
     return value
@@ -245,7 +271,7 @@ def _whole_number(text: str, field: str) -> int | None:
     text = text.strip()
     if not text:
         return None
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise InvalidClientData("Give a whole number.", field=field)
     return int(text)
 

@@ -4,6 +4,9 @@ after creation, errors on the form, and the audit trail."""
 from __future__ import annotations
 
 import re
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from console_app import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
 
 from flask_m2m import audit, clients
 from flask_m2m.extension import get_state
@@ -103,6 +107,35 @@ def test_login_throttled_after_failures(app: Flask) -> None:
     response = login(client)  # even the right password, until the window passes
     assert response.status_code == 429
     assert "Too many failed logins" in response.text
+
+
+def test_login_throttle_shared_by_threads(tmp_path: Path) -> None:
+    """Failed logins from many addresses at once: every thread gets its 401, none an error."""
+    cheap = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1")  # many logins, quickly
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=cheap) as app:
+        failures = app.extensions["example_console"]["failures"]
+        now = time.monotonic()
+        failures.update({f"10.0.{i // 256}.{i % 256}": [now] for i in range(5_000)})
+        statuses: list[int] = []
+
+        def fail_logins(thread: int) -> None:
+            client = app.test_client()
+            for attempt in range(100):
+                client.environ_base["REMOTE_ADDR"] = f"192.0.{thread}.{attempt}"
+                statuses.append(login(client, "wrong").status_code)
+
+        threads = [threading.Thread(target=fail_logins, args=(n,)) for n in range(8)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads often, inside the loops too
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert statuses == [401] * 800
+        assert len(failures) == 5_800
 
 
 def test_no_password_configured(tmp_path: Path) -> None:
@@ -194,7 +227,15 @@ def test_unknown_client_404(admin: FlaskClient) -> None:
         ({"scopes": 'read "quoted"'}, "scopes", "Invalid scope"),
         ({"metadata": "{not json"}, "metadata", "Not valid JSON"),
         ({"metadata": "[1, 2]"}, "metadata", "JSON object"),
+        ({"metadata": '{"ratio": NaN}'}, "metadata", "NaN is not a JSON number"),
+        ({"metadata": '{"a": [Infinity]}'}, "metadata", "Infinity is not a JSON number"),
+        ({"metadata": '{"a": -Infinity}'}, "metadata", "-Infinity is not a JSON number"),
+        ({"metadata": '{"a": 1e999}'}, "metadata", "too large"),
+        ({"metadata": "[" * 100_000}, "metadata", "nested too deeply"),
+        ({"metadata": '{"a": ' * 100_000}, "metadata", "nested too deeply"),
         ({"expires_in_days": "soon"}, "expires_in_days", "whole number"),
+        ({"expires_in_days": "\u00b2"}, "expires_in_days", "whole number"),  # superscript two
+        ({"expires_in_days": "\u0663"}, "expires_in_days", "whole number"),  # Arabic-Indic 3
         ({"name": "x" * 201}, "name", "at most 200"),
     ],
 )
