@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 import threading
 import time
 import weakref
@@ -136,7 +137,8 @@ class ClientCredentials:
         or a share of the lifetime such as ``"10%"``.
     :param auth_method: ``client_secret_basic`` (default) or ``client_secret_post``.
     :param timeout: seconds to wait for the token endpoint.
-    :param verify: TLS verification, as httpx and requests take it (bool or CA bundle path).
+    :param verify: TLS verification: a bool, or the path of a CA bundle (given to httpx as an
+        :class:`ssl.SSLContext` that trusts that bundle, to requests as the path).
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class ClientCredentials:
         self.auth_method = auth_method
         self.timeout = timeout
         self.verify = verify
+        self._ssl_context: ssl.SSLContext | None = None  # httpx's context for a CA bundle path
         self._leeway, self._leeway_share = _parse_leeway(leeway)
         self._token_endpoint = token_endpoint
         encoder = _encode_client_secret_basic if auth_method == "client_secret_basic" else None
@@ -251,7 +254,7 @@ class ClientCredentials:
             raise ImportError(f"flask_m2m.client needs httpx or requests: {_INSTALL}")
         try:
             if httpx_module is not None:
-                with httpx_module.Client(verify=self.verify) as client:
+                with httpx_module.Client(verify=self._httpx_verify()) as client:
                     r = client.request(method, url, content=content, **options)
                 return _Reply(r.status_code, r.headers, r.content)
             assert requests_module is not None
@@ -316,7 +319,7 @@ class ClientCredentials:
             raise ImportError(f"The async flavour of flask_m2m.client needs httpx: {_INSTALL}")
         error = DiscoveryError if meta else TokenError
         try:
-            async with httpx_module.AsyncClient(verify=self.verify) as client:
+            async with httpx_module.AsyncClient(verify=self._httpx_verify()) as client:
                 r = await client.request(
                     method, url, content=content, headers=headers, timeout=self.timeout
                 )
@@ -325,6 +328,15 @@ class ClientCredentials:
         return _Reply(r.status_code, r.headers, r.content)
 
     # -- shared by both ----------------------------------------------------------------------
+
+    def _httpx_verify(self) -> bool | ssl.SSLContext:
+        """``verify`` for httpx, which wants an SSL context rather than a CA bundle path."""
+        if not isinstance(self.verify, str):
+            return self.verify
+        with self._guard:
+            if self._ssl_context is None:
+                self._ssl_context = ssl.create_default_context(cafile=self.verify)
+            return self._ssl_context
 
     def _token_request(self, endpoint: str) -> tuple[str, dict[str, str]]:
         """The form body and headers of a token request (Authlib builds and authenticates it)."""

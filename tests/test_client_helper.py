@@ -337,6 +337,16 @@ def test_discovery_refuses_metadata_of_another_issuer(served: Served, foreign: S
     assert foreign.token_requests == 0
 
 
+def test_ca_bundle_path(served: Served) -> None:
+    """A CA bundle path is given to httpx as an SSL context (a path is deprecated in httpx 0.28)."""
+    certifi = pytest.importorskip("certifi")
+    creds = served.credentials(served.register(), verify=certifi.where())
+    assert creds.token()
+    creds.invalidate()
+    assert asyncio.run(creds.atoken())
+    assert creds.fetch_count == 2
+
+
 def test_unreachable_server_is_a_clear_error() -> None:
     creds = ClientCredentials(issuer="http://127.0.0.1:9", client_id="a", client_secret="b")
     with pytest.raises(DiscoveryError) as caught:
