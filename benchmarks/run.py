@@ -327,7 +327,8 @@ def main() -> int:
         # request its revocation state, in the 10-row or the 100,000-row tables.
         uncached = {"M2M_STATE_CACHE_SECONDS": "0"}
         small = add("10 clients", m2m_config(tmp / "small.db", "ES256", **uncached), clients=10)
-        hundred = add("100 clients", m2m_config(tmp / "hundred.db", "ES256"), clients=100)
+        hundred_config = m2m_config(tmp / "hundred.db", "ES256", **uncached)
+        hundred = add("100 clients", hundred_config, clients=100)
         large = add("100k clients", m2m_config(tmp / "large.db", "ES256", **uncached), BULK, BULK)
         for server, size in ((small, "10 clients"), (large, "100k clients")):
             cases[server.name] += [
