@@ -191,7 +191,7 @@ class RateLimits:
             self.state.db.session.rollback()
             log_outage(exc)
 
-    # -- Flask-Limiter decorators ------------------------------------------------------------
+    # -- per address, and the management API -----------------------------------------------
     def protect_client_auth(self, view: Callable[..., Response]) -> Callable[..., Response]:
         """Per-address limit counting only failed client authentications (all endpoints)."""
         items = parse_many(self.state.settings.failed_auth_rate_limit)
