@@ -190,3 +190,36 @@ def rotate_keys() -> None:
     state.db.session.commit()
     signals.keys_rotated.send(current_app._get_current_object(), kid=kid)  # type: ignore[attr-defined]
     click.echo(f"New signing key {kid}; older keys stay in the JWKS until their tokens expire.")
+
+
+@m2m_cli.command("reencrypt-keys")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def reencrypt_keys(as_json: bool) -> None:
+    """Re-encrypt the stored signing keys under the current master secret (after a rotation
+    of M2M_KEY_ENCRYPTION_SECRET), and count the client secrets still hashed under an older
+    one."""
+    from sqlalchemy import func, select
+
+    state = _state()
+    try:
+        changed, current = state.keys.reencrypt()
+    except ConfigurationError as exc:
+        _fail(exc)
+    model = state.models.client_secret
+    older = state.db.session.scalar(
+        select(func.count())
+        .select_from(model)
+        .where(~model.secret_hash.startswith(state.secrets.prefix, autoescape=True))
+    )
+    audit.record(state, "keys_reencrypted", None, {"reencrypted": changed})
+    state.db.session.commit()
+    result = {"reencrypted_keys": changed, "current_keys": current, "older_secret_hashes": older}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"Re-encrypted {changed} signing key(s); {current} already used the current secret.")
+    click.echo(
+        f"{older} client secret(s) are still hashed under an older master secret; each moves to "
+        "the current one the next time its client authenticates. Keep the older master secret "
+        "in the fallbacks until this count is 0 (or rotate those clients' secrets)."
+    )

@@ -23,7 +23,6 @@ from .credentials import (
     generate_client_id,
     generate_client_secret,
     generate_secret_id,
-    hash_secret,
 )
 from .errors import ClientNotFound, InvalidClientData, SecretConflict
 from .grants import SCOPE_TOKEN
@@ -227,7 +226,7 @@ def _new_secret(
             id=secret_id,
             client_id=client_id,
             label=label,
-            secret_hash=hash_secret(plaintext, state.secret_hash_key),
+            secret_hash=state.secrets.hash(plaintext),
             created_at=utcnow(),
             expires_at=expires_at,
         )

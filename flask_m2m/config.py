@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "M2M_CLIENT_SECRET_LENGTH": 64,
     #: Secret from which the key-encryption and secret-hashing keys are derived (None: SECRET_KEY).
     "M2M_KEY_ENCRYPTION_SECRET": None,
+    #: Older master secrets, still tried while a rotation of the master secret is under way
+    #: (None: ``SECRET_KEY_FALLBACKS`` when the master secret is ``SECRET_KEY``, else none).
+    "M2M_KEY_ENCRYPTION_SECRET_FALLBACKS": None,
     #: Signing keys supplied as a private JWK set (dict or JSON); None: keys live in the database.
     "M2M_SIGNING_KEYS": None,
     #: Seconds of clock skew tolerated when checking ``exp`` / ``iat``.
@@ -99,6 +104,11 @@ TOKEN_FORMATS = ("jwt", "opaque")
 RATE_LIMIT_MODES = ("enforce", "log-only")
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 MIN_SECRET_LENGTH = 32
+#: Shortest master secret accepted, in bytes, and the estimated strength it must have.
+MIN_MASTER_SECRET_BYTES = 16
+MIN_MASTER_SECRET_BITS = 64
+#: Master secrets shorter than this are accepted with a warning.
+GOOD_MASTER_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +123,7 @@ class Settings:
     url_prefix: str
     client_secret_length: int
     key_encryption_secret: bytes
+    key_encryption_secret_fallbacks: tuple[bytes, ...]
     signing_keys: dict[str, Any] | None
     leeway: int
     state_cache_seconds: float
@@ -145,9 +156,63 @@ class Settings:
     last_used_interval_seconds: int
 
     @property
+    def master_secrets(self) -> tuple[bytes, ...]:
+        """The current master secret, then the older ones still accepted."""
+        return (self.key_encryption_secret, *self.key_encryption_secret_fallbacks)
+
+    @property
     def longest_token_lifetime(self) -> int:
         """The longest lifetime any access token can have (default or per-client override)."""
         return max(self.access_token_expires_in, self.access_token_expires_in_max)
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _master_secrets(app: Flask, get: Callable[[str], Any]) -> tuple[bytes, tuple[bytes, ...]]:
+    """The master secret and its fallbacks: ``M2M_KEY_ENCRYPTION_SECRET`` and
+    ``M2M_KEY_ENCRYPTION_SECRET_FALLBACKS``, else ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``.
+
+    A master secret shorter than 16 bytes, or with less than about 64 bits by a count of its
+    distinct characters (such as 16 identical bytes), is refused; one under 32 bytes is
+    logged as a warning.
+    """
+    own = get("M2M_KEY_ENCRYPTION_SECRET")
+    secret = own or app.config.get("SECRET_KEY")
+    if not secret:
+        raise ConfigurationError(
+            "Set M2M_KEY_ENCRYPTION_SECRET (or SECRET_KEY): flask-m2m derives the keys that "
+            "encrypt signing keys and hash client secrets from it."
+        )
+    key = "M2M_KEY_ENCRYPTION_SECRET" if own else "SECRET_KEY"
+    current = _as_bytes(secret)
+    if len(current) < MIN_MASTER_SECRET_BYTES:
+        raise ConfigurationError(f"{key} must be at least {MIN_MASTER_SECRET_BYTES} bytes long.")
+    if len(current) * math.log2(max(2, len(set(current)))) < MIN_MASTER_SECRET_BITS:
+        raise ConfigurationError(
+            f"{key} is too predictable (too few distinct characters). Generate one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    if len(current) < GOOD_MASTER_SECRET_BYTES:
+        app.logger.warning(
+            "flask-m2m: %s is shorter than %d bytes; use a longer random value.",
+            key,
+            GOOD_MASTER_SECRET_BYTES,
+        )
+    fallback_key = f"{key}_FALLBACKS"
+    older = get(fallback_key) if own else app.config.get(fallback_key)
+    if isinstance(older, str | bytes):
+        older = [older]
+    if older is None:
+        older = []
+    if not isinstance(older, list | tuple) or not all(
+        isinstance(item, str | bytes) and item for item in older
+    ):
+        raise ConfigurationError(f"{fallback_key} must be a list of secrets.")
+    fallbacks = dict.fromkeys(_as_bytes(item) for item in older)
+    fallbacks.pop(current, None)
+    return current, tuple(fallbacks)
 
 
 def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
@@ -180,16 +245,7 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
     if alg not in SIGNING_ALGS:
         raise ConfigurationError(f"M2M_SIGNING_ALG must be one of {SIGNING_ALGS}.")
 
-    secret = get("M2M_KEY_ENCRYPTION_SECRET") or app.config.get("SECRET_KEY")
-    if not secret:
-        raise ConfigurationError(
-            "Set M2M_KEY_ENCRYPTION_SECRET (or SECRET_KEY): flask-m2m derives the keys that "
-            "encrypt signing keys and hash client secrets from it."
-        )
-    secret_bytes = secret.encode() if isinstance(secret, str) else bytes(secret)
-    if len(secret_bytes) < 16:
-        raise ConfigurationError("M2M_KEY_ENCRYPTION_SECRET must be at least 16 bytes long.")
-
+    secret_bytes, fallbacks = _master_secrets(app, get)
     signing_keys = get("M2M_SIGNING_KEYS")
     if isinstance(signing_keys, str):
         try:
@@ -252,6 +308,7 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
         url_prefix="" if prefix == "/" else prefix,
         client_secret_length=positive_int("M2M_CLIENT_SECRET_LENGTH", MIN_SECRET_LENGTH),
         key_encryption_secret=secret_bytes,
+        key_encryption_secret_fallbacks=fallbacks,
         signing_keys=signing_keys,
         leeway=positive_int("M2M_LEEWAY", 0),
         state_cache_seconds=float(positive_int("M2M_STATE_CACHE_SECONDS", 0)),

@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -64,18 +65,72 @@ def generate_opaque_token() -> str:
     return OPAQUE_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def hash_secret(secret: str, key: bytes) -> str:
-    """The stored form of a client secret: HMAC-SHA-256 under the server-side ``key``."""
-    digest = hmac.new(key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-    return HASH_SCHEME + digest
+class SecretHasher:
+    """Keyed hashing of client secrets under the master secret and, during a rotation of it,
+    the older ones (``M2M_KEY_ENCRYPTION_SECRET_FALLBACKS``).
+
+    A stored hash names the key it was made with (``hmac-sha256$<key id>$<hex>``), so a check
+    computes one HMAC per key its candidate rows use: one, outside a rotation, whether the
+    client exists or not. Hashes from before key ids (``hmac-sha256$<hex>``) are tried under
+    every key.
+
+    :param masters: the current master secret first, then the older ones.
+    """
+
+    def __init__(self, masters: Sequence[bytes]):
+        keys = [derive_key(master, "flask-m2m client-secret hashing") for master in masters]
+        #: key id -> key; the first is the current key.
+        self.keys: dict[str, bytes] = {_key_id(key): key for key in keys}
+        self.current_id = _key_id(keys[0])
+        #: How every hash made with the current key starts.
+        self.prefix = f"{HASH_SCHEME}{self.current_id}$"
+        #: What an unknown client's secret is compared with, so that it costs the same work.
+        self.dummy = self.hash(secrets.token_urlsafe(32))
+
+    def hash(self, secret: str) -> str:
+        """The stored form of ``secret``, under the current key."""
+        return self.prefix + self.digest(self.current_id, secret)
+
+    def digest(self, key_id: str, secret: str) -> str:
+        """HMAC-SHA-256 of ``secret`` under the key ``key_id``, in hex."""
+        data = secret.encode("utf-8", "surrogatepass")
+        return hmac.new(self.keys[key_id], data, hashlib.sha256).hexdigest()
+
+    def match(self, secret: str, stored_hashes: Sequence[str]) -> int | None:
+        """The index of the stored hash that ``secret`` matches, or None.
+
+        Every hash is compared (in constant time) and no comparison ends the loop early; an
+        empty list is compared with a dummy hash, so an unknown client costs what a known one
+        does. A secret longer than :data:`MAX_SECRET_LENGTH` matches nothing.
+        """
+        acceptable = bool(stored_hashes) and len(secret) <= MAX_SECRET_LENGTH
+        secret = secret[:MAX_SECRET_LENGTH]
+        digests: dict[str, str] = {}
+        found = None
+        for index, stored in enumerate(stored_hashes or [self.dummy]):
+            for key_id, expected in self._parts(stored):
+                if key_id not in digests:
+                    digests[key_id] = self.digest(key_id, secret)
+                if hmac.compare_digest(digests[key_id], expected) and acceptable:
+                    found = index
+        return found
+
+    def is_current(self, stored_hash: str) -> bool:
+        """Whether ``stored_hash`` was made with the current key."""
+        return stored_hash.startswith(self.prefix)
+
+    def _parts(self, stored: str) -> list[tuple[str, str]]:
+        """The (key id, hex digest) pairs to compare ``stored`` with."""
+        body = stored[len(HASH_SCHEME) :] if stored.startswith(HASH_SCHEME) else ""
+        key_id, sep, digest = body.partition("$")
+        if sep:
+            return [(key_id, digest)] if key_id in self.keys else []
+        return [(known, body) for known in self.keys]  # made before hashes named their key
 
 
-def verify_secret(secret: str, stored_hash: str | None, key: bytes) -> bool:
-    """Whether ``secret`` matches ``stored_hash``, compared in constant time."""
-    if len(secret) > MAX_SECRET_LENGTH:
-        return False
-    candidate = hash_secret(secret, key)
-    return hmac.compare_digest(candidate, stored_hash or HASH_SCHEME)
+def _key_id(key: bytes) -> str:
+    """A short public fingerprint of a hashing key (it reveals nothing of the key)."""
+    return hmac.new(key, b"flask-m2m key id", hashlib.sha256).hexdigest()[:8]
 
 
 def hash_token(token: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, current_app, request
 
 from .config import Settings, load_settings
-from .credentials import derive_key
+from .credentials import SecretHasher
 from .endpoints import Introspection, Revocation, create_blueprint
 from .errors import ConfigurationError
 from .grants import Server
@@ -29,7 +29,8 @@ class M2MState:
     settings: Settings
     db: Any
     models: Models
-    secret_hash_key: bytes
+    #: Hashes and checks client secrets under the master secret (and its fallbacks).
+    secrets: SecretHasher
     extension: M2M
     rate_limits: RateLimits = field(init=False)
     #: Prometheus metrics, when ``M2M_METRICS_ENABLED``.
@@ -118,12 +119,16 @@ class M2M:
             settings=settings,
             db=db,
             models=self.models or default_models(db),
-            secret_hash_key=derive_key(
-                settings.key_encryption_secret, "flask-m2m client-secret hashing"
-            ),
+            secrets=SecretHasher(settings.master_secrets),
             extension=self,
         )
         app.extensions[EXTENSION_KEY] = state
+        if settings.issuer is None and not (app.debug or app.testing):
+            app.logger.warning(
+                "flask-m2m: M2M_ISSUER is not set, so the issuer (iss, aud, metadata) is taken "
+                "from the Host header of each request. Set M2M_ISSUER to the public URL of this "
+                "server in production."
+            )
         if settings.metrics_enabled:
             state.metrics = Metrics(app, state)
         state.rate_limits = RateLimits(app, state)

@@ -34,7 +34,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from . import audit, signals
-from .credentials import CLIENT_ID_PATTERN, verify_secret
+from .credentials import CLIENT_ID_PATTERN
 from .models import utcnow
 
 if TYPE_CHECKING:
@@ -95,40 +95,46 @@ def _fail(client_id: str | None, reason: str, basic: bool) -> ClientAuthenticati
 def authenticate_client(state: M2MState, client_id: str, secret: str, basic: bool) -> Any:
     """The active client that ``client_id`` and ``secret`` identify.
 
-    Every stored secret of the client is checked (a client holds few), in constant time each.
+    An unknown id costs the same work as a known one: the same cached read (misses are
+    cached too) and the same hash computation, against a dummy hash (see
+    :meth:`~flask_m2m.credentials.SecretHasher.match`).
 
     :raises InvalidClientError: (401) for an unknown, disabled or expired client or a wrong secret.
     """
     credentials = state.server.credentials(client_id)
     now = utcnow()
-    key = state.secret_hash_key
+    valid = [row for row in credentials.secrets if row.is_valid(now)] if credentials else []
+    index = state.secrets.match(secret, [row.secret_hash for row in valid])
     if credentials is None:
-        verify_secret(secret, None, key)  # same work as for a known id
         raise _fail(client_id, "unknown_client", basic)
-    client = credentials.client
-    valid = [row for row in credentials.secrets if row.is_valid(now)]
-    matched = [row for row in valid if verify_secret(secret, row.secret_hash, key)]
-    if not matched:
+    if index is None:
         raise _fail(client_id, "invalid_secret", basic)
+    client = credentials.client
     if not client.is_active(now):
         raise _fail(client_id, "disabled" if client.disabled else "expired", basic)
-    _note_use(state, client, matched[0], valid, now)
+    _note_use(state, client, valid[index], valid, now, secret)
     return client
 
 
-def _note_use(state: M2MState, client: Any, secret: Any, valid: list[Any], now: datetime) -> None:
-    """Record ``last_used_at`` (at most once per interval), and report a secret that should
-    have been replaced: one in its grace period, or one close to its expiry."""
+def _note_use(
+    state: M2MState, client: Any, secret: Any, valid: list[Any], now: datetime, plaintext: str
+) -> None:
+    """Record ``last_used_at`` (at most once per interval), move a secret hashed under an
+    older master secret to the current one, and report a secret that should have been
+    replaced: one in its grace period, or one close to its expiry."""
     interval = timedelta(seconds=state.settings.last_used_interval_seconds)
-    if secret.last_used_at is not None and now - secret.last_used_at < interval:
+    rehash = not state.secrets.is_current(secret.secret_hash)
+    if not rehash and secret.last_used_at is not None and now - secret.last_used_at < interval:
         return
     models, session = state.models, state.db.session
+    values: dict[str, Any] = {"last_used_at": now}
+    if rehash:
+        values["secret_hash"] = state.secrets.hash(plaintext)
     session.execute(
-        update(models.client_secret)
-        .where(models.client_secret.id == secret.id)
-        .values(last_used_at=now)
+        update(models.client_secret).where(models.client_secret.id == secret.id).values(**values)
     )
-    secret.last_used_at = now  # a detached copy: keeps the cached credentials current
+    for name, value in values.items():  # a detached copy: keeps the cached credentials current
+        setattr(secret, name, value)
     if client.last_used_at is None or now - client.last_used_at >= interval:
         session.execute(
             update(models.client)
@@ -277,7 +283,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         ttl = self.state.settings.state_cache_seconds
         cached = self._credentials.get(client_id)
         if cached is not None and now - cached.loaded_at < ttl:
-            return cached
+            return cached if cached.client is not None else None
         generation = self._generation
         models = self.state.models
         query = (
@@ -288,16 +294,16 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         # A session of its own: the copies outlive it and never join the request's session.
         with Session(self.state.db.engine, expire_on_commit=False) as session:
             rows = session.execute(query).all()
-        if not rows:
-            self._credentials.pop(client_id, None)
-            return None
-        found = _Credentials(rows[0][0], [row[1] for row in rows if row[1] is not None], now)
-        # Cached only if no change was seen meanwhile (the rows may predate it).
+        found = _Credentials(
+            rows[0][0] if rows else None, [row[1] for row in rows if row[1] is not None], now
+        )
+        # Cached only if no change was seen meanwhile (the rows may predate it). An unknown
+        # id is cached too, so that it costs what a known one does.
         if ttl > 0 and generation == self._generation:
             if len(self._credentials) >= _MAX_CACHED_CLIENTS:
                 self._credentials.clear()
             self._credentials[client_id] = found
-        return found
+        return found if found.client is not None else None
 
     def forget_client(self, client_id: str) -> None:
         """Drop this process's cached credentials of ``client_id``."""

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from joserfc import jwe
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey, import_key
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -54,9 +55,11 @@ class KeyStore:
         self.settings = settings
         self.models = models
         self.db = db
-        self._encryption_key = OctKey.import_key(
-            derive_key(settings.key_encryption_secret, "flask-m2m signing-key encryption")
-        )
+        #: The key that encrypts stored signing keys, then those of older master secrets.
+        self._encryption_keys = [
+            OctKey.import_key(derive_key(master, "flask-m2m signing-key encryption"))
+            for master in settings.master_secrets
+        ]
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
         self._unknown_kid_at = float("-inf")
@@ -172,32 +175,68 @@ class KeyStore:
         return max(candidates, key=lambda r: (r.created_at, r.kid), default=None)
 
     def _insert(self, session: Session, key: Key) -> None:
-        plaintext = json.dumps(key.as_dict(private=True)).encode()
-        encrypted = jwe.encrypt_compact(
-            _JWE_HEADER, plaintext, self._encryption_key, algorithms=_JWE_ALGS
-        )
         row = self.models.signing_key(
             kid=str(key.kid),
             alg=str(key.alg),
             public_jwk=public_jwk(key),
-            private_jwk_encrypted=encrypted,
+            private_jwk_encrypted=self._encrypt(key),
             created_at=utcnow(),
         )
         session.add(row)
         session.commit()
 
+    def _encrypt(self, key: Key) -> str:
+        """``key``'s private JWK, encrypted under the current master secret (JWE compact)."""
+        plaintext = json.dumps(key.as_dict(private=True)).encode()
+        return jwe.encrypt_compact(
+            _JWE_HEADER, plaintext, self._encryption_keys[0], algorithms=_JWE_ALGS
+        )
+
     def _decrypt(self, encrypted: str) -> Key:
-        try:
-            plaintext = jwe.decrypt_compact(
-                encrypted, self._encryption_key, algorithms=_JWE_ALGS
-            ).plaintext
-        except Exception as exc:
+        """The private key in ``encrypted``, under the current master secret or an older one."""
+        return self._open(encrypted)[0]
+
+    def _open(self, encrypted: str) -> tuple[Key, bool]:
+        """The private key in ``encrypted``, and whether the current master secret encrypted it.
+
+        :raises ConfigurationError: if no master secret (current or fallback) decrypts it.
+        """
+        for index, encryption_key in enumerate(self._encryption_keys):
+            try:
+                plaintext = jwe.decrypt_compact(
+                    encrypted, encryption_key, algorithms=_JWE_ALGS
+                ).plaintext
+            except (JoseError, ValueError):  # not this master secret: try the next
+                continue
+            assert plaintext is not None
+            return import_key(json.loads(plaintext)), index == 0
+        raise ConfigurationError(
+            "A stored signing key cannot be decrypted: M2M_KEY_ENCRYPTION_SECRET (or "
+            "SECRET_KEY) differs from the one that encrypted it, and no fallback matches."
+        )
+
+    def reencrypt(self) -> tuple[int, int]:
+        """Encrypt every stored signing key under the current master secret.
+
+        :returns: how many keys were re-encrypted, and how many were already current.
+        :raises ConfigurationError: if a key cannot be decrypted with any master secret.
+        """
+        if self.from_config:
             raise ConfigurationError(
-                "A stored signing key cannot be decrypted: M2M_KEY_ENCRYPTION_SECRET (or "
-                "SECRET_KEY) differs from the one that encrypted it."
-            ) from exc
-        assert plaintext is not None
-        return import_key(json.loads(plaintext))
+                "Signing keys come from M2M_SIGNING_KEYS; there is nothing to re-encrypt."
+            )
+        model = self.models.signing_key
+        changed = current = 0
+        with self._session() as session:
+            for row in session.execute(select(model).with_for_update()).scalars():
+                key, is_current = self._open(row.private_jwk_encrypted)
+                if is_current:
+                    current += 1
+                else:
+                    row.private_jwk_encrypted = self._encrypt(key)
+                    changed += 1
+            session.commit()
+        return changed, current
 
     # -- rotation --------------------------------------------------------------------------
     def rotate(self) -> str:
