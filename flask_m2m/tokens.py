@@ -67,6 +67,8 @@ class AccessToken:
     audience: tuple[str, ...]
     claims: dict[str, Any] = field(default_factory=dict)
     opaque: bool = False
+    #: ``nbf``, when the token has one (RFC 7519 §4.1.5).
+    not_before: int | None = None
 
     @property
     def scope(self) -> str:
@@ -224,15 +226,17 @@ class TokenService:
             aud = claims["aud"]
             audience = (aud,) if isinstance(aud, str) else tuple(str(a) for a in aud)
             scope = claims.get("scope") or ""
+            nbf = claims.get("nbf")
             result = AccessToken(
                 client_id=str(claims["client_id"]),
                 scopes=tuple(str(scope).split()),
                 jti=str(claims["jti"]),
-                issued_at=int(claims["iat"]),
-                expires_at=int(claims["exp"]),
+                issued_at=_numeric_date(claims["iat"]),
+                expires_at=_numeric_date(claims["exp"]),
                 issuer=str(claims["iss"]),
                 audience=audience,
                 claims=dict(claims),
+                not_before=None if nbf is None else _numeric_date(nbf),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TokenRejected("The access token lacks a required claim.") from exc
@@ -266,7 +270,7 @@ class TokenService:
         )
 
     def check_claims(self, token: AccessToken, issuer: str, audience: str | None) -> None:
-        """RFC 9068 §4: issuer, audience (unless None), expiry and issue time.
+        """RFC 9068 §4: issuer, audience (unless None), expiry, issue time and ``nbf``.
 
         :raises TokenRejected: if any does not hold.
         """
@@ -280,6 +284,8 @@ class TokenService:
             raise TokenRejected("The access token has expired.")
         if token.issued_at - leeway > now:
             raise TokenRejected("The access token is not valid yet.")
+        if token.not_before is not None and token.not_before - leeway > now:
+            raise TokenRejected("The access token is not valid yet (nbf).")
 
     def check_state(self, token: AccessToken) -> None:
         """Revocation and client state, read from the database.
@@ -372,6 +378,19 @@ class TokenService:
             session.commit()
         except IntegrityError:  # revoked concurrently by another request: same outcome
             session.rollback()
+
+
+def _numeric_date(value: Any) -> int:
+    """An RFC 7519 §2 NumericDate claim as whole seconds; anything but a JSON number (a
+    string, a boolean, NaN) is refused rather than coerced.
+
+    :raises ValueError: if ``value`` is not a finite number.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"not a NumericDate: {value!r}")
+    if isinstance(value, float) and not abs(value) < 1e15:
+        raise ValueError(f"NumericDate out of range: {value!r}")
+    return int(value)
 
 
 def _response(access_token: str, expires_at: int, scope: str) -> dict[str, Any]:

@@ -197,6 +197,44 @@ def test_missing_required_claim(app: Flask, creds: dict[str, Any], issued: str, 
     assert_invalid_token(_whoami(app, _sign(app, _claims(creds, **{claim: None}))))
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"exp": "9999999999"},
+        {"iat": "0"},
+        {"exp": True},
+        {"nbf": "0"},
+        {"exp": [9999999999]},
+        {"iat": None, "exp": 9999999999.5},
+    ],
+    ids=["string-exp", "string-iat", "bool-exp", "string-nbf", "list-exp", "no-iat"],
+)
+def test_dates_must_be_numbers(
+    app: Flask, creds: dict[str, Any], issued: str, changes: dict[str, Any]
+) -> None:
+    """RFC 7519 §2 and §4.1.4-4.1.6: ``exp``, ``iat`` and ``nbf`` are NumericDate values (JSON
+    numbers); a string, boolean or list is refused rather than coerced."""
+    assert_invalid_token(_whoami(app, _sign(app, _claims(creds, **changes))))
+
+
+def test_fractional_dates_are_accepted(app: Flask, creds: dict[str, Any], issued: str) -> None:
+    """RFC 7519 §2: a NumericDate may have a fraction of a second."""
+    now = time.time()
+    claims = _claims(creds, iat=now - 0.5, exp=now + 300.25, nbf=now - 1.5)
+    assert _whoami(app, _sign(app, claims)).status_code == 200
+
+
+def test_not_before(app_factory: Callable[..., Flask]) -> None:
+    """RFC 7519 §4.1.5: a token must not be accepted before its ``nbf`` (beyond the leeway)."""
+    app = app_factory(M2M_LEEWAY=30)
+    creds = register(app)
+    fetch_token(app.test_client(), creds)  # creates the signing key
+    now = int(time.time())
+    assert_invalid_token(_whoami(app, _sign(app, _claims(creds, nbf=now + 120))))
+    assert _whoami(app, _sign(app, _claims(creds, nbf=now + 10))).status_code == 200  # leeway
+    assert _whoami(app, _sign(app, _claims(creds, nbf=now - 10))).status_code == 200
+
+
 def test_expired_token(app_factory: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
     """RFC 9068 §4: the current time must be before exp (no leeway here); the clock is moved
     forward instead of sleeping."""
