@@ -281,3 +281,23 @@ def test_redis_outage_fails_closed_when_configured(
 
     redis_server.start()
     assert web.post("/m2m/token", data=form, headers=creds).status_code == 200
+
+
+def test_lost_breach_audit_row_is_logged_as_such(
+    app_factory: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log-only breach whose audit row cannot be written (here: its table is gone) is still
+    served; the log line says the row was lost, not that the request was refused."""
+    app = app_factory(M2M_TOKEN_RATE_LIMIT="1/minute", M2M_TOKEN_RATE_LIMIT_MODE="log-only")
+    client = register(app)
+    with app.app_context():
+        get_state(app).models.audit_event.__table__.drop(get_state(app).db.engine)
+    web = app.test_client()
+    creds = basic_auth(client["client_id"], client["client_secret"])
+    with caplog.at_level(logging.WARNING):
+        statuses = [web.post("/m2m/token", data=GRANT, headers=creds).status_code for _ in "ab"]
+    assert statuses == [200, 200]
+    lines = [r.getMessage() for r in caplog.records if "flask-m2m" in r.getMessage()]
+    assert len(lines) == 1
+    assert "audit row was not written" in lines[0] and "the request was served" in lines[0]
+    assert "503" not in lines[0]
