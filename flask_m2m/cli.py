@@ -204,7 +204,10 @@ _PRUNED_KINDS = {
 @m2m_cli.command("prune")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=retention.BATCH_SIZE, show_default=True,
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=retention.BATCH_SIZE,
+    show_default=True,
     help="Most rows deleted per transaction.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
