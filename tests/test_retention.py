@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 import flask_m2m.tokens
 from flask_m2m import M2M
+from flask_m2m.clients import rotate_secret
 from flask_m2m.errors import ConfigurationError
 from flask_m2m.extension import get_state
 from flask_m2m.models import utcnow
@@ -303,8 +304,6 @@ def test_valid_tokens_and_secrets_keep_working(
     creds = register(app)
     before = fetch_token(c, creds)
     with app.app_context():
-        from flask_m2m.clients import rotate_secret
-
         _, issued = rotate_secret(get_state(app), creds["client_id"], grace_period_seconds=600)
     seed(app, utcnow(), only=CLEAR_CUT)
     result = run_prune(app)
@@ -323,7 +322,7 @@ def test_pruned_revoked_jwt_is_refused_as_expired(
     ``require_scope`` refuses the token as expired (RFC 6750 §3.1 ``invalid_token``)."""
     app = app_factory(M2M_ACCESS_TOKEN_EXPIRES_IN=60)
     c, creds = app.test_client(), register(app)
-    leeway = 30
+    leeway = get_state(app).settings.leeway
     token = fetch_token(c, creds)
     response = c.post("/m2m/revoke", data={"token": token}, headers=basic_auth(
         creds["client_id"], creds["client_secret"]
