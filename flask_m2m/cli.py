@@ -11,7 +11,7 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from . import audit, clients, signals
+from . import audit, clients, retention, signals
 from .errors import ClientNotFound, ConfigurationError, InvalidClientData, SecretConflict
 from .extension import M2MState, get_state
 
@@ -223,3 +223,41 @@ def reencrypt_keys(as_json: bool) -> None:
         "the current one the next time its client authenticates. Keep the older master secret "
         "in the fallbacks until this count is 0 (or rotate those clients' secrets)."
     )
+
+
+#: How ``prune`` names each kind of row in its human output.
+_PRUNED_KINDS = {
+    "opaque_tokens": "expired opaque tokens",
+    "revoked_tokens": "revoked-token entries past their expiry",
+    "client_secrets": "expired client secrets",
+    "audit_events": "audit events past M2M_AUDIT_RETENTION_DAYS",
+}
+
+
+@m2m_cli.command("prune")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=retention.BATCH_SIZE,
+    show_default=True,
+    help="Most rows deleted per transaction.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def prune(dry_run: bool, batch_size: int, as_json: bool) -> None:
+    """Delete expired tokens and secrets, and audit events past their retention.
+
+    Safe to run from cron on several instances at once.
+    """
+    state = _state()
+    result = retention.prune(state, batch_size=batch_size, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({**result.as_dict(), "dry_run": dry_run}))
+        return
+    verb = "Would delete" if dry_run else "Deleted"
+    keep_audit = state.settings.audit_retention_days is None
+    for kind, count in result.as_dict().items():
+        if not (kind == "audit_events" and keep_audit):
+            click.echo(f"{verb} {count} {_PRUNED_KINDS[kind]}.")
+    if keep_audit:
+        click.echo("Audit events are kept for good: M2M_AUDIT_RETENTION_DAYS is not set.")

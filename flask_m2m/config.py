@@ -98,6 +98,8 @@ DEFAULTS: dict[str, Any] = {
     "M2M_SECRET_EXPIRY_WARNING_DAYS": 7,
     #: Seconds between two writes of a client's or secret's ``last_used_at``.
     "M2M_LAST_USED_INTERVAL_SECONDS": 60,
+    #: Days audit events are kept before ``flask m2m prune`` deletes them; None: kept forever.
+    "M2M_AUDIT_RETENTION_DAYS": None,
 }
 
 TOKEN_FORMATS = ("jwt", "opaque")
@@ -154,6 +156,7 @@ class Settings:
     secret_max_age_days: int | None
     secret_expiry_warning_days: int
     last_used_interval_seconds: int
+    audit_retention_days: int | None
 
     @property
     def master_secrets(self) -> tuple[bytes, ...]:
@@ -339,4 +342,18 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
         secret_max_age_days=optional_int("M2M_SECRET_MAX_AGE_DAYS"),
         secret_expiry_warning_days=positive_int("M2M_SECRET_EXPIRY_WARNING_DAYS", 0),
         last_used_interval_seconds=positive_int("M2M_LAST_USED_INTERVAL_SECONDS", 0),
+        audit_retention_days=_retention_days(optional_int("M2M_AUDIT_RETENTION_DAYS")),
     )
+
+
+#: Longest ``M2M_AUDIT_RETENTION_DAYS`` (100 years; longer overflows date arithmetic).
+MAX_RETENTION_DAYS = 36500
+
+
+def _retention_days(days: int | None) -> int | None:
+    """``M2M_AUDIT_RETENTION_DAYS``, checked against :data:`MAX_RETENTION_DAYS`."""
+    if days is not None and days > MAX_RETENTION_DAYS:
+        raise ConfigurationError(
+            f"M2M_AUDIT_RETENTION_DAYS must be at most {MAX_RETENTION_DAYS}, got {days}."
+        )
+    return days

@@ -32,6 +32,7 @@ from .config import SIGNING_ALGS, Settings
 from .credentials import OPAQUE_TOKEN_PREFIX, generate_opaque_token, hash_token
 from .keys import KeyStore
 from .models import Models
+from .retention import token_cutoff
 
 #: RFC 9068 §2.1: the ``typ`` header of JWT access tokens.
 AT_JWT_TYPES = ("at+jwt", "application/at+jwt")
@@ -366,7 +367,8 @@ class TokenService:
         session = self.db.session
         if not token.opaque:
             model = self.models.revoked_token
-            session.execute(delete(model).where(model.expires_at < int(time.time())))
+            expired = token_cutoff(self.settings.leeway, int(time.time()))
+            session.execute(delete(model).where(model.expires_at < expired))
             if session.get(model, token.jti) is None:
                 row = model(jti=token.jti, client_id=token.client_id, expires_at=token.expires_at)
                 session.add(row)
