@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import (
     Blueprint,
@@ -198,11 +198,27 @@ def _record_failure(address: str) -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    """The ``next`` page if it is a console path on this site, else the client list."""
-    parts = urlsplit(target or "")
-    if target and not parts.scheme and not parts.netloc and parts.path.startswith("/console"):
-        return target
-    return url_for("console.list_clients")
+    """The ``next`` page if it is a console path on this site, else the client list.
+
+    Refused: another site (a scheme or host, ``//host``, or a backslash, which browsers read
+    as a slash), control characters (a CR or LF cannot be in the ``Location`` header), and
+    empty or dot segments (``/console/../..//host``, also percent-encoded) that would lead
+    out of the console.
+    """
+    fallback = url_for("console.list_clients")
+    if not target or not (target.isascii() and target.isprintable()) or "\\" in target:
+        return fallback
+    parts = urlsplit(target)
+    segments = unquote(parts.path).split("/")
+    if (
+        parts.scheme
+        or parts.netloc
+        or segments[:2] != ["", "console"]
+        or "" in segments[2:-1]
+        or {".", ".."} & set(segments)
+    ):
+        return fallback
+    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])

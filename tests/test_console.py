@@ -100,6 +100,38 @@ def test_login_next_stays_on_console(app: Flask) -> None:
     assert response.location == "/console/clients/new"
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "next=/console/%0d%0aSet-Cookie:x=1",  # CR LF: the Location header cannot hold them
+        "next=/console/%0aLocation:%20https://evil.test/",
+        "next=/console/%0A",
+        "next=/console/%09",
+        "next=/console/%7F",
+        "next=/console/%C3%A9",
+        "next=/console/../..//evil.test",
+        "next=/console/%252e%252e/%252e%252e//evil.test",  # %2e%2e once decoded: ..
+        "next=/console//evil.test",
+        "next=/console/%5C..%5C..%5Cevil.test",
+        "next=%5Cevil.test",
+        "next=%5C%5Cevil.test/console/",
+        "next=//evil.test/console/",
+        "next=https://evil.test/console/",
+        "next=/consoles",
+        "next=",
+    ],
+)
+def test_login_next_refused(app: Flask, query: str) -> None:
+    """A ``next`` with control characters, backslashes, dot or empty segments or another site
+    leads to the client list after the login: a 302 on this site, never a 500."""
+    client = app.test_client()
+    token = csrf_token(client.get("/console/login").text)
+    form = {"username": ADMIN, "password": PASSWORD, "csrf_token": token}
+    response = client.post("/console/login", query_string=query, data=form)
+    assert response.status_code == 302
+    assert response.location == "/console/"
+
+
 def test_login_throttled_after_failures(app: Flask) -> None:
     client = app.test_client()
     for _ in range(5):
