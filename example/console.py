@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import math
 import secrets
-import threading
-import time
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -32,6 +31,11 @@ from flask import (
 )
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -42,7 +46,8 @@ from flask_m2m.models import utcnow
 
 #: File in the instance folder holding the generated admin password's hash.
 PASSWORD_HASH_FILE = "admin_password_hash"
-#: Failed logins per address allowed within ``LOGIN_WINDOW_SECONDS``.
+#: Login attempts per address within ``LOGIN_WINDOW_SECONDS`` of the first; a successful
+#: login starts the count again, so in effect: failed logins allowed before the 429s.
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_WINDOW_SECONDS = 300
 #: Rows per page of the client and event lists.
@@ -91,8 +96,8 @@ def init_console(app: Flask) -> None:
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     login_manager.init_app(app)
-    # Failed logins per address, shared by the threads of a process (guarded by the lock).
-    app.extensions["example_console"] = {"failures": {}, "lock": threading.Lock()}
+    app.extensions["example_console"] = LoginThrottle(app)
+    _dummy_hash(_hash_method(password_hash(app)))  # made now, not in a first login's time
     app.register_blueprint(bp)
 
 
@@ -111,6 +116,59 @@ def password_hash(app: Flask | None = None) -> str | None:
     if not path.exists():
         return None
     return path.read_text().strip() or None
+
+
+class LoginThrottle:
+    """Login attempts per address, counted where the app's ``RATELIMIT_STORAGE_URI`` says
+    (memory: per process; Redis: shared by every instance) under its ``RATELIMIT_KEY_PREFIX``.
+
+    An attempt is reserved (an atomic increment) before its password is checked, so concurrent
+    attempts cannot all pass a check of the count made before any of them failed.
+    """
+
+    def __init__(self, app: Flask):
+        options = dict(app.config.get("RATELIMIT_STORAGE_OPTIONS") or {})
+        storage = storage_from_string(
+            app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
+            **{**options, "wrap_exceptions": True},  # failures as limits' StorageError
+        )
+        self.limiter = FixedWindowRateLimiter(storage)
+        self.limit = RateLimitItemPerSecond(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_SECONDS)
+        self.prefix = str(app.config.get("RATELIMIT_KEY_PREFIX") or "m2m")
+
+    def _key(self, address: str) -> tuple[str, ...]:
+        return (self.prefix, "example-console-login", address)
+
+    def reserve(self, address: str) -> bool:
+        """Count an attempt from ``address``; False when it is one too many."""
+        return self.limiter.hit(self.limit, *self._key(address))
+
+    def clear(self, address: str) -> None:
+        """Forget the attempts of ``address`` (after it logged in)."""
+        self.limiter.clear(self.limit, *self._key(address))
+
+    def remaining(self, address: str) -> int:
+        """How many attempts ``address`` has left in its window."""
+        return self.limiter.get_window_stats(self.limit, *self._key(address)).remaining
+
+
+def _hash_method(pwhash: str | None) -> str | None:
+    """The method of a werkzeug password hash (``scrypt:32768:8:1``), None if it has none."""
+    return pwhash.split("$", 1)[0] if pwhash and "$" in pwhash else None
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(method: str | None) -> str:
+    """A hash of a random password, made once per method (werkzeug's default for None or an
+    unknown one): checked when the username is wrong or no password is set, so that a login
+    costs the same work whatever the username."""
+    password = secrets.token_urlsafe(16)
+    if method:
+        try:
+            return generate_password_hash(password, method=method)
+        except ValueError:
+            pass
+    return generate_password_hash(password)
 
 
 def new_admin_password(app: Flask) -> str:
@@ -154,6 +212,16 @@ def _csrf_error(error: CSRFError) -> tuple[str, int]:
     return render_template("console/error.html", title="Form expired", error=error), 400
 
 
+@bp.errorhandler(StorageError)
+def _storage_error(error: StorageError) -> tuple[str, int]:
+    """The login throttle's storage (Redis) is unreachable: no login until it is back."""
+    current_app.logger.warning(
+        "example console: rate-limit storage unavailable (%s)", type(error.storage_error).__name__
+    )
+    unavailable = ServiceUnavailable("Logins cannot be counted right now; try again shortly.")
+    return render_template("console/error.html", title="Try again later", error=unavailable), 503
+
+
 @bp.errorhandler(ClientNotFound)
 def _not_found(error: ClientNotFound) -> tuple[str, int]:
     return render_template("console/error.html", title="No such client", error=error), 404
@@ -179,24 +247,6 @@ def _state() -> M2MState:
 
 
 # -- login -------------------------------------------------------------------------------------
-def _throttled(address: str) -> bool:
-    """Whether ``address`` has failed to log in too often lately (old failures are forgotten)."""
-    state = current_app.extensions["example_console"]
-    failures: dict[str, list[float]] = state["failures"]
-    since = time.monotonic() - LOGIN_WINDOW_SECONDS
-    with state["lock"]:
-        for key in [k for k, times in failures.items() if times[-1] < since]:
-            del failures[key]
-        recent = [t for t in failures.get(address, []) if t >= since]
-    return len(recent) >= LOGIN_FAILURES_ALLOWED
-
-
-def _record_failure(address: str) -> None:
-    state = current_app.extensions["example_console"]
-    with state["lock"]:
-        state["failures"].setdefault(address, []).append(time.monotonic())
-
-
 def _safe_next(target: str | None) -> str:
     """The ``next`` page if it is a console path on this site, else the client list.
 
@@ -229,19 +279,20 @@ def login() -> BaseResponse | tuple[str, int] | str:
     if request.method == "GET":
         return render_template("console/login.html", configured=bool(configured))
     address = request.remote_addr or "?"
-    if _throttled(address):
+    throttle: LoginThrottle = current_app.extensions["example_console"]
+    if not throttle.reserve(address):
         flash(f"Too many failed logins; wait {LOGIN_WINDOW_SECONDS // 60} minutes.", "error")
         return render_template("console/login.html", configured=bool(configured)), 429
     username = request.form.get("username", "")
     password = request.form.get("password", "")
-    if (
-        configured
-        and secrets.compare_digest(username.encode(), admin_username().encode())
-        and check_password_hash(configured, password)
-    ):
+    right_user = secrets.compare_digest(username.encode(), admin_username().encode())
+    # One hash check whatever the username (a dummy hash for a wrong one), so the time
+    # taken does not tell whether the username exists.
+    real = configured if configured and right_user else None
+    if check_password_hash(real or _dummy_hash(_hash_method(configured)), password) and real:
+        throttle.clear(address)
         login_user(Admin(admin_username()))
         return redirect(_safe_next(request.args.get("next")))
-    _record_failure(address)
     flash("Wrong username or password.", "error")
     page = render_template("console/login.html", configured=bool(configured), username=username)
     return page, 401

@@ -6,17 +6,20 @@ from __future__ import annotations
 import re
 import sys
 import threading
-import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import basic_auth, bearer, fetch_token, register
+import requests
+from conftest import RATELIMIT_STORAGE_URI, LiveServer, basic_auth, bearer, fetch_token, register
 from console_app import (
     ADMIN,
     PASSWORD,
+    PASSWORD_HASH,
     SECRET_PATTERN,
     console_app,
+    count_hash_checks,
     csrf_token,
     login,
     post_form,
@@ -25,6 +28,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
+from example.console import LOGIN_FAILURES_ALLOWED
 from flask_m2m import audit, clients
 from flask_m2m.extension import get_state
 
@@ -141,13 +145,25 @@ def test_login_throttled_after_failures(app: Flask) -> None:
     assert "Too many failed logins" in response.text
 
 
+def test_login_success_clears_the_count(app: Flask) -> None:
+    """A successful login forgets the address's earlier failures; five more are allowed."""
+    client = app.test_client()
+    for _ in range(4):
+        assert login(client, "wrong").status_code == 401
+    assert login(client).status_code == 302
+    assert post_form(client, "/console/logout").status_code == 302
+    assert [login(client, "wrong").status_code for _ in range(6)] == [401] * 5 + [429]
+
+
 def test_login_throttle_shared_by_threads(tmp_path: Path) -> None:
-    """Failed logins from many addresses at once: every thread gets its 401, none an error."""
+    """Failed logins from many addresses at once: every thread gets its 401, none an error,
+    and each address has exactly its one attempt counted (5,000 others untouched)."""
     cheap = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1")  # many logins, quickly
     with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=cheap) as app:
-        failures = app.extensions["example_console"]["failures"]
-        now = time.monotonic()
-        failures.update({f"10.0.{i // 256}.{i % 256}": [now] for i in range(5_000)})
+        throttle = app.extensions["example_console"]
+        others = [f"10.0.{i // 256}.{i % 256}" for i in range(5_000)]
+        for address in others:
+            assert throttle.reserve(address)
         statuses: list[int] = []
 
         def fail_logins(thread: int) -> None:
@@ -167,7 +183,106 @@ def test_login_throttle_shared_by_threads(tmp_path: Path) -> None:
         finally:
             sys.setswitchinterval(interval)
         assert statuses == [401] * 800
-        assert len(failures) == 5_800
+        ours = [f"192.0.{thread}.{attempt}" for thread in range(8) for attempt in range(100)]
+        left = LOGIN_FAILURES_ALLOWED - 1
+        assert {throttle.remaining(address) for address in ours + others} == {left}
+
+
+def test_concurrent_wrong_logins_throttled(
+    tmp_path: Path,
+    live_server_factory: Callable[[Flask], LiveServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty wrong logins from one address at the same moment, over real HTTP: at most five
+    passwords are checked, because each attempt is counted before its check; the others are
+    refused with 429."""
+    slow = generate_password_hash(PASSWORD, method="pbkdf2:sha256:200000")  # checks overlap
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=slow) as app:
+        checked = count_hash_checks(monkeypatch)
+        server = live_server_factory(app)
+        start = threading.Barrier(20)
+        statuses: list[int] = []
+
+        def wrong_login() -> None:
+            with requests.Session() as http:
+                token = csrf_token(http.get(f"{server.url}/console/login", timeout=30).text)
+                form = {"username": ADMIN, "password": "wrong", "csrf_token": token}
+                start.wait(timeout=30)
+                statuses.append(http.post(f"{server.url}/console/login", data=form).status_code)
+
+        threads = [threading.Thread(target=wrong_login) for _ in range(20)]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            server.stop()
+        assert sorted(statuses) == [401] * len(checked) + [429] * (20 - len(checked))
+        assert 1 <= len(checked) <= LOGIN_FAILURES_ALLOWED
+
+
+@pytest.mark.skipif(
+    RATELIMIT_STORAGE_URI == "memory://",
+    reason="needs a shared storage (M2M_TEST_REDIS_URL): memory counts are per app",
+)
+def test_login_throttle_shared_by_instances(tmp_path: Path) -> None:
+    """Two instances on the same rate-limit storage and ``RATELIMIT_KEY_PREFIX`` share the
+    count of an address: after three wrong logins on one and two on the other, both refuse;
+    an instance with another prefix counts apart."""
+    prefix = f"m2m-test-{uuid.uuid4().hex}"
+    with (
+        console_app(tmp_path, RATELIMIT_KEY_PREFIX=prefix) as one,
+        console_app(tmp_path, RATELIMIT_KEY_PREFIX=prefix) as two,
+        console_app(tmp_path) as apart,
+    ):
+        first, second = one.test_client(), two.test_client()
+        assert [login(first, "wrong").status_code for _ in range(3)] == [401] * 3
+        assert [login(second, "wrong").status_code for _ in range(2)] == [401] * 2
+        assert login(first).status_code == 429
+        assert login(second).status_code == 429
+        assert login(apart.test_client()).status_code == 302
+
+
+def test_login_unavailable_without_its_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the rate-limit storage cannot be reached, a login is refused with 503 (it could
+    not be counted) and no password is checked; the login page itself still shows."""
+    with console_app(tmp_path, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0") as app:
+        checked = count_hash_checks(monkeypatch)
+        client = app.test_client()
+        response = login(client)
+        assert response.status_code == 503
+        assert "try again" in response.text
+        assert checked == []
+
+
+def test_login_same_work_for_any_username(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong username costs one password hash check, like a wrong password: against a dummy
+    hash made with the admin hash's method, so the time taken does not tell which was wrong."""
+    checked = count_hash_checks(monkeypatch)
+    client = app.test_client()
+    assert login(client, "wrong", username="nobody").status_code == 401
+    assert login(client, PASSWORD, username="nobody").status_code == 401
+    assert login(client, "wrong").status_code == 401
+    assert len(checked) == 3
+    method = PASSWORD_HASH.split("$")[0]
+    assert [pwhash.split("$")[0] for pwhash in checked] == [method] * 3
+    assert checked[0] == checked[1] != PASSWORD_HASH == checked[2]
+
+
+def test_login_same_work_without_a_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no admin password set, a login still checks one hash (werkzeug's default method)."""
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=None) as app:
+        checked = count_hash_checks(monkeypatch)
+        assert login(app.test_client(), "").status_code == 401
+        default = generate_password_hash("x").split("$")[0]
+        assert [pwhash.split("$")[0] for pwhash in checked] == [default]
 
 
 def test_no_password_configured(tmp_path: Path) -> None:
