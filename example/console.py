@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +35,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from limits import RateLimitItemPerSecond
 from limits.errors import StorageError
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -126,12 +128,17 @@ class LoginThrottle:
     attempts cannot all pass a check of the count made before any of them failed.
     """
 
+    #: Serializes the calls on a memory storage, whose expiry timer concurrent threads can
+    #: start twice (limits issue #26); a shared storage is atomic by itself.
+    lock: AbstractContextManager[Any]
+
     def __init__(self, app: Flask):
         options = dict(app.config.get("RATELIMIT_STORAGE_OPTIONS") or {})
         storage = storage_from_string(
             app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
             **{**options, "wrap_exceptions": True},  # failures as limits' StorageError
         )
+        self.lock = threading.Lock() if isinstance(storage, MemoryStorage) else nullcontext()
         self.limiter = FixedWindowRateLimiter(storage)
         self.limit = RateLimitItemPerSecond(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_SECONDS)
         self.prefix = str(app.config.get("RATELIMIT_KEY_PREFIX") or "m2m")
@@ -141,15 +148,18 @@ class LoginThrottle:
 
     def reserve(self, address: str) -> bool:
         """Count an attempt from ``address``; False when it is one too many."""
-        return self.limiter.hit(self.limit, *self._key(address))
+        with self.lock:
+            return self.limiter.hit(self.limit, *self._key(address))
 
     def clear(self, address: str) -> None:
         """Forget the attempts of ``address`` (after it logged in)."""
-        self.limiter.clear(self.limit, *self._key(address))
+        with self.lock:
+            self.limiter.clear(self.limit, *self._key(address))
 
     def remaining(self, address: str) -> int:
         """How many attempts ``address`` has left in its window."""
-        return self.limiter.get_window_stats(self.limit, *self._key(address)).remaining
+        with self.lock:
+            return self.limiter.get_window_stats(self.limit, *self._key(address)).remaining
 
 
 def _hash_method(pwhash: str | None) -> str | None:
