@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         app.instance_path, "example.db"
     )
     app.config["RATELIMIT_STORAGE_URI"] = "memory://"
+    # The console's session cookie: 8 hours (Flask's default is 31 days); the app may override.
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=8)
     # Check pooled connections before use, so service resumes by itself after a database restart.
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     app.config.from_prefixed_env()
@@ -76,11 +79,11 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
     _private_sqlite_file(app)
     m2m.init_app(app, db)
     _tune_sqlite(app)
-    _create_tables(app)
 
-    from .console import init_console
+    from .console import init_console  # also declares the console's table
 
     init_console(app)
+    _create_tables(app)
 
     @app.get("/")
     def index() -> dict[str, Any]:

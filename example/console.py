@@ -1,7 +1,9 @@
 """The example's admin console: server-rendered pages over :mod:`flask_m2m.clients`.
 
 One admin logs in with Flask-Login; the password hash comes from ``EXAMPLE_ADMIN_PASSWORD_HASH``
-(or the instance-folder file ``flask --app example demo`` writes). Every POST is checked for a
+(or the instance-folder file ``flask --app example demo`` writes). A session ends at logout (on
+every instance: its version is in the database), when the password changes, and
+``EXAMPLE_CONSOLE_SESSION_SECONDS`` after the login. Every POST is checked for a
 CSRF token by Flask-WTF, on this blueprint only, so the JSON APIs are untouched. The console
 calls the same functions as the management API, so policies and the audit trail are shared;
 the audit actor is ``user:<admin username>``.
@@ -9,10 +11,13 @@ the audit actor is ``user:<admin username>``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import secrets
 import threading
+import time
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from functools import lru_cache
@@ -29,6 +34,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -37,14 +43,26 @@ from limits import RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import String, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response as BaseResponse
 
-from flask_m2m import ClientNotFound, InvalidClientData, SecretConflict, audit, clients
+from flask_m2m import (
+    ClientNotFound,
+    ConfigurationError,
+    InvalidClientData,
+    SecretConflict,
+    audit,
+    clients,
+)
 from flask_m2m.credentials import CLIENT_ID_PATTERN
 from flask_m2m.extension import M2MState, get_state
 from flask_m2m.models import utcnow
+
+from . import db
 
 #: File in the instance folder holding the generated admin password's hash.
 PASSWORD_HASH_FILE = "admin_password_hash"
@@ -52,6 +70,10 @@ PASSWORD_HASH_FILE = "admin_password_hash"
 #: login starts the count again, so in effect: failed logins allowed before the 429s.
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_WINDOW_SECONDS = 300
+#: A console session's lifetime from the login (``EXAMPLE_CONSOLE_SESSION_SECONDS``'s default).
+SESSION_SECONDS = 8 * 3600
+#: The session key holding what binds a session to the server's state.
+SESSION_KEY = "example_console"
 #: Rows per page of the client and event lists.
 PAGE_SIZE = 50
 #: Endpoints reachable without logging in.
@@ -68,6 +90,10 @@ csrf = CSRFProtect()
 login_manager = LoginManager()
 login_manager.login_view = "console.login"
 login_manager.login_message = ""  # the login page says what it is for
+# Flask-Login's protection (a hash of address and User-Agent) only marks a permanent session
+# "not fresh" on a mismatch, in "strong" mode too, and the console has no fresh-only page;
+# sessions are bound to the server's state by the user loader instead.
+login_manager.session_protection = None
 
 # The console's pages load nothing but their own CSS and script.
 SECURITY_HEADERS = {
@@ -88,9 +114,24 @@ class Admin(UserMixin):
         self.id = username
 
 
+class ConsoleAdmin(db.Model):  # type: ignore[name-defined,misc]
+    """An admin's session version, in the database every instance shares: a logout bumps it,
+    which ends every session made before (a missing row is version 0)."""
+
+    __tablename__ = "example_console_admins"
+
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    session_version: Mapped[int] = mapped_column(default=0)
+
+
 def init_console(app: Flask) -> None:
     """Mount the console at ``/console`` on ``app``, with login and CSRF protection."""
     app.config.setdefault("EXAMPLE_ADMIN_USERNAME", "admin")
+    seconds = app.config.setdefault("EXAMPLE_CONSOLE_SESSION_SECONDS", SESSION_SECONDS)
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
+        raise ConfigurationError(
+            "EXAMPLE_CONSOLE_SESSION_SECONDS must be a positive whole number of seconds."
+        )
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
     # CSRF is checked by the console's own hook; the token endpoint and the JSON APIs
@@ -191,9 +232,74 @@ def new_admin_password(app: Flask) -> str:
     return password
 
 
+def _password_fingerprint(pwhash: str) -> str:
+    """A short HMAC of the password hash under the app's ``SECRET_KEY``: kept in the session,
+    it ends the sessions made before a password change, and shows nothing of the hash (the
+    session cookie is signed, not encrypted)."""
+    key = current_app.secret_key
+    secret = key.encode() if isinstance(key, str) else bytes(key or b"")
+    message = b"example-console-password\0" + pwhash.encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _session_version(username: str) -> int:
+    version = db.session.scalar(
+        select(ConsoleAdmin.session_version).where(ConsoleAdmin.username == username)
+    )
+    return version or 0
+
+
+def _end_sessions(username: str) -> None:
+    """Bump the admin's session version: every session made before ends, on every instance."""
+    bump = (
+        update(ConsoleAdmin)
+        .where(ConsoleAdmin.username == username)
+        .values(session_version=ConsoleAdmin.session_version + 1)
+    )
+    for last in (False, True):
+        if not db.session.execute(bump).rowcount:  # type: ignore[attr-defined]
+            db.session.add(ConsoleAdmin(username=username, session_version=1))
+        try:
+            db.session.commit()
+            return
+        except IntegrityError:  # another instance made the row meanwhile: bump that one
+            db.session.rollback()
+            if last:
+                raise
+
+
+def _start_session(username: str, pwhash: str) -> None:
+    """Log ``username`` in: a permanent session (``PERMANENT_SESSION_LIFETIME``), no
+    remember-me cookie, bound to the session version, the password and the login time."""
+    session.permanent = True
+    session[SESSION_KEY] = {
+        "version": _session_version(username),
+        "password": _password_fingerprint(pwhash),
+        "since": int(time.time()),
+    }
+    login_user(Admin(username), remember=False)
+
+
 @login_manager.user_loader
 def _load_user(user_id: str) -> Admin | None:
-    return Admin(user_id) if user_id == admin_username() else None
+    """The admin of a session still valid: made with the current password, not ended by a
+    logout on any instance, younger than ``EXAMPLE_CONSOLE_SESSION_SECONDS``."""
+    bound = session.get(SESSION_KEY)
+    configured = password_hash()
+    if user_id != admin_username() or not configured or not isinstance(bound, dict):
+        return None
+    try:
+        since, version = float(bound["since"]), int(bound["version"])
+        fingerprint = str(bound["password"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if time.time() - since > current_app.config["EXAMPLE_CONSOLE_SESSION_SECONDS"]:
+        return None
+    if not hmac.compare_digest(fingerprint, _password_fingerprint(configured)):
+        return None
+    if version != _session_version(user_id):
+        return None
+    return Admin(user_id)
 
 
 @bp.before_request
@@ -301,7 +407,7 @@ def login() -> BaseResponse | tuple[str, int] | str:
     real = configured if configured and right_user else None
     if check_password_hash(real or _dummy_hash(_hash_method(configured)), password) and real:
         throttle.clear(address)
-        login_user(Admin(admin_username()))
+        _start_session(admin_username(), real)
         return redirect(_safe_next(request.args.get("next")))
     flash("Wrong username or password.", "error")
     page = render_template("console/login.html", configured=bool(configured), username=username)
@@ -310,7 +416,10 @@ def login() -> BaseResponse | tuple[str, int] | str:
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
+    """Log out, ending every session of the admin (other browsers' too) on every instance."""
+    _end_sessions(current_user.id)
     logout_user()
+    session.pop(SESSION_KEY, None)
     flash("You are logged out.", "info")
     return redirect(url_for("console.login"))
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
-from example.console import LOGIN_FAILURES_ALLOWED
-from flask_m2m import audit, clients
+from example.console import LOGIN_FAILURES_ALLOWED, new_admin_password
+from flask_m2m import ConfigurationError, audit, clients
 from flask_m2m.extension import get_state
 
 
@@ -90,6 +92,134 @@ def test_login_cookie_flags_and_logout(app: Flask) -> None:
     response = client.post("/console/logout", data={"csrf_token": csrf_token(page.text)})
     assert response.status_code == 302
     assert client.get("/console/").status_code == 302
+
+
+def session_cookie(client: FlaskClient) -> str:
+    """The value of the client's session cookie."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+def replay(app: Flask, cookie: str) -> FlaskClient:
+    """A fresh client, from another address, presenting a saved session cookie."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    client.set_cookie("session", cookie)
+    return client
+
+
+def logged_in(client: FlaskClient) -> bool:
+    """Whether the client's session opens the console (else it is sent to the login page)."""
+    response = client.get("/console/")
+    assert response.status_code in (200, 302)
+    assert response.status_code == 200 or response.location.startswith("/console/login")
+    return response.status_code == 200
+
+
+def test_logout_ends_saved_sessions(app: Flask) -> None:
+    """A session cookie saved before a logout is refused after it, from any client and
+    address, and so is every other session of the admin; a new login works."""
+    client, other = app.test_client(), app.test_client()
+    assert login(client).status_code == 302
+    assert login(other).status_code == 302
+    saved = session_cookie(client)
+    assert logged_in(replay(app, saved))  # a copy works, until the logout
+    assert post_form(client, "/console/logout").status_code == 302
+    assert not logged_in(replay(app, saved))
+    assert not logged_in(other)
+    assert login(client).status_code == 302
+    assert logged_in(client)
+
+
+def test_logout_on_one_instance_ends_the_session_on_another(tmp_path: Path) -> None:
+    """Two instances (two app objects on one database and secret key): a logout on one ends
+    the admin's sessions on both, as the session version is kept in the database."""
+    with console_app(tmp_path) as one, console_app(tmp_path) as two:
+        first = one.test_client()
+        assert login(first).status_code == 302
+        saved = session_cookie(first)
+        on_two = replay(two, saved)
+        assert logged_in(on_two)
+        assert post_form(on_two, "/console/logout").status_code == 302
+        assert not logged_in(replay(one, saved))
+        assert not logged_in(first)
+
+
+def test_password_change_ends_sessions(app: Flask) -> None:
+    """A new ``EXAMPLE_ADMIN_PASSWORD_HASH`` ends the sessions made with the old password."""
+    client = app.test_client()
+    assert login(client).status_code == 302
+    saved = session_cookie(client)
+    new_hash = generate_password_hash("new password", method="pbkdf2:sha256:1000")
+    app.config["EXAMPLE_ADMIN_PASSWORD_HASH"] = new_hash
+    assert not logged_in(client)
+    assert not logged_in(replay(app, saved))
+    assert login(client, "new password").status_code == 302
+    assert logged_in(client)
+
+
+def test_new_generated_password_ends_sessions(tmp_path: Path) -> None:
+    """A new password written to the instance folder (as ``demo`` does) ends the sessions."""
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=None) as app:
+        client = app.test_client()
+        assert login(client, new_admin_password(app)).status_code == 302
+        assert logged_in(client)
+        new_admin_password(app)
+        assert not logged_in(client)
+
+
+def test_session_lifetime(app: Flask) -> None:
+    """Logging in sets one cookie, the session, for ``PERMANENT_SESSION_LIFETIME`` (8 hours),
+    no remember-me cookie; the session ends 8 hours after the login however often it was used
+    (and its cookie refreshed) meanwhile."""
+    client = app.test_client()
+    response = login(client)
+    assert [c.split("=")[0] for c in response.headers.getlist("Set-Cookie")] == ["session"]
+    cookie = client.get_cookie("session")
+    assert cookie is not None and cookie.expires is not None
+    left = cookie.expires - datetime.now(UTC)
+    assert timedelta(hours=8) - timedelta(minutes=1) < left <= timedelta(hours=8)
+
+    def logged_in_since(seconds_ago: int) -> bool:
+        with client.session_transaction() as session:
+            bound = dict(session["example_console"])
+            bound["since"] = int(time.time()) - seconds_ago
+            session["example_console"] = bound
+        return logged_in(client)
+
+    assert logged_in_since(8 * 3600 - 60)
+    assert not logged_in_since(8 * 3600 + 1)
+
+
+def test_session_lifetime_configured(tmp_path: Path) -> None:
+    """``EXAMPLE_CONSOLE_SESSION_SECONDS`` and ``PERMANENT_SESSION_LIFETIME`` can be set."""
+    config = {
+        "EXAMPLE_CONSOLE_SESSION_SECONDS": 60,
+        "PERMANENT_SESSION_LIFETIME": timedelta(minutes=2),
+    }
+    with console_app(tmp_path, **config) as app:
+        client = app.test_client()
+        assert login(client).status_code == 302
+        cookie = client.get_cookie("session")
+        assert cookie is not None and cookie.expires is not None
+        assert cookie.expires - datetime.now(UTC) <= timedelta(minutes=2)
+        with client.session_transaction() as session:
+            session["example_console"] = {**session["example_console"], "since": 0}
+        assert not logged_in(client)
+    with pytest.raises(ConfigurationError, match="EXAMPLE_CONSOLE_SESSION_SECONDS"):
+        with console_app(tmp_path, EXAMPLE_CONSOLE_SESSION_SECONDS="8h"):
+            pass
+
+
+def test_unbound_session_refused(app: Flask) -> None:
+    """A session holding only Flask-Login's user id (as a cookie made before sessions were
+    bound to the server's state would) is refused."""
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = ADMIN
+        session["_fresh"] = True
+    assert not logged_in(client)
 
 
 def test_login_next_stays_on_console(app: Flask) -> None:
