@@ -338,7 +338,8 @@ def test_concurrent_wrong_logins_throttled(
                 token = csrf_token(http.get(f"{server.url}/console/login", timeout=30).text)
                 form = {"username": ADMIN, "password": "wrong", "csrf_token": token}
                 start.wait(timeout=30)
-                statuses.append(http.post(f"{server.url}/console/login", data=form).status_code)
+                answer = http.post(f"{server.url}/console/login", data=form, timeout=30)
+                statuses.append(answer.status_code)
 
         threads = [threading.Thread(target=wrong_login) for _ in range(20)]
         try:
