@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,20 @@ READ_TOKEN = """python3 -c 'import json,sys; print(json.load(sys.stdin)["access_
 ITEMS: list[dict[str, Any]] = []
 
 
+def private_file(path: Path) -> Path:
+    """Create ``path`` (if missing) readable and writable by its owner only, before anything
+    is written to it: created with another mode and narrowed afterwards, its content could be
+    read in between, or through a descriptor opened then."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)  # also when the umask took bits off 0600
+    return path
+
+
 def _secret_key(instance_path: str) -> str:
     """A random SECRET_KEY kept in the instance folder, so restarts keep keys and secrets valid."""
     path = Path(instance_path) / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        private_file(path).write_text(secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 
@@ -57,6 +66,8 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         app.instance_path, "example.db"
     )
     app.config["RATELIMIT_STORAGE_URI"] = "memory://"
+    # The console's session cookie: 8 hours (Flask's default is 31 days); the app may override.
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=8)
     # Check pooled connections before use, so service resumes by itself after a database restart.
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     app.config.from_prefixed_env()
@@ -65,13 +76,14 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
 
     db.init_app(app)
+    _private_sqlite_file(app)
     m2m.init_app(app, db)
     _tune_sqlite(app)
-    _create_tables(app)
 
-    from .console import init_console
+    from .console import init_console  # also declares the console's table
 
     init_console(app)
+    _create_tables(app)
 
     @app.get("/")
     def index() -> dict[str, Any]:
@@ -112,6 +124,21 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
         _print_console_login(app)
 
     return app
+
+
+def _private_sqlite_file(app: Flask) -> None:
+    """Create a SQLite database file mode 0600 before SQLAlchemy opens it (SQLite would make
+    it 0644, readable by every local user); SQLite gives its -wal and -shm files the mode of
+    the database file. An existing file keeps its mode."""
+    with app.app_context():
+        url = db.engine.url  # a relative SQLite path made absolute by Flask-SQLAlchemy
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if url.query.get("uri") or url.database.startswith("file:"):
+        return  # a SQLite URI filename: its options (such as mode=memory) are SQLite's
+    path = Path(url.database)
+    if not path.exists() and path.parent.is_dir():
+        private_file(path)
 
 
 def _tune_sqlite(app: Flask) -> None:

@@ -1,7 +1,9 @@
 """The example's admin console: server-rendered pages over :mod:`flask_m2m.clients`.
 
 One admin logs in with Flask-Login; the password hash comes from ``EXAMPLE_ADMIN_PASSWORD_HASH``
-(or the instance-folder file ``flask --app example demo`` writes). Every POST is checked for a
+(or the instance-folder file ``flask --app example demo`` writes). A session ends at logout (on
+every instance: its version is in the database), when the password changes, and
+``EXAMPLE_CONSOLE_SESSION_SECONDS`` after the login. Every POST is checked for a
 CSRF token by Flask-WTF, on this blueprint only, so the JSON APIs are untouched. The console
 calls the same functions as the management API, so policies and the audit trail are shared;
 the audit actor is ``user:<admin username>``.
@@ -9,15 +11,19 @@ the audit actor is ``user:<admin username>``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import secrets
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import (
     Blueprint,
@@ -28,23 +34,46 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import String, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response as BaseResponse
 
-from flask_m2m import ClientNotFound, InvalidClientData, SecretConflict, audit, clients
+from flask_m2m import (
+    ClientNotFound,
+    ConfigurationError,
+    InvalidClientData,
+    SecretConflict,
+    audit,
+    clients,
+)
 from flask_m2m.credentials import CLIENT_ID_PATTERN
 from flask_m2m.extension import M2MState, get_state
 from flask_m2m.models import utcnow
 
+from . import db
+
 #: File in the instance folder holding the generated admin password's hash.
 PASSWORD_HASH_FILE = "admin_password_hash"
-#: Failed logins per address allowed within ``LOGIN_WINDOW_SECONDS``.
+#: Login attempts per address within ``LOGIN_WINDOW_SECONDS`` of the first; a successful
+#: login starts the count again, so in effect: failed logins allowed before the 429s.
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_WINDOW_SECONDS = 300
+#: A console session's lifetime from the login (``EXAMPLE_CONSOLE_SESSION_SECONDS``'s default).
+SESSION_SECONDS = 8 * 3600
+#: The session key holding what binds a session to the server's state.
+SESSION_KEY = "example_console"
 #: Rows per page of the client and event lists.
 PAGE_SIZE = 50
 #: Endpoints reachable without logging in.
@@ -61,6 +90,10 @@ csrf = CSRFProtect()
 login_manager = LoginManager()
 login_manager.login_view = "console.login"
 login_manager.login_message = ""  # the login page says what it is for
+# Flask-Login's protection (a hash of address and User-Agent) only marks a permanent session
+# "not fresh" on a mismatch, in "strong" mode too, and the console has no fresh-only page;
+# sessions are bound to the server's state by the user loader instead.
+login_manager.session_protection = None
 
 # The console's pages load nothing but their own CSS and script.
 SECURITY_HEADERS = {
@@ -81,9 +114,24 @@ class Admin(UserMixin):
         self.id = username
 
 
+class ConsoleAdmin(db.Model):  # type: ignore[name-defined,misc]
+    """An admin's session version, in the database every instance shares: a logout bumps it,
+    which ends every session made before (a missing row is version 0)."""
+
+    __tablename__ = "example_console_admins"
+
+    username: Mapped[str] = mapped_column(String(255), primary_key=True)
+    session_version: Mapped[int] = mapped_column(default=0)
+
+
 def init_console(app: Flask) -> None:
     """Mount the console at ``/console`` on ``app``, with login and CSRF protection."""
     app.config.setdefault("EXAMPLE_ADMIN_USERNAME", "admin")
+    seconds = app.config.setdefault("EXAMPLE_CONSOLE_SESSION_SECONDS", SESSION_SECONDS)
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
+        raise ConfigurationError(
+            "EXAMPLE_CONSOLE_SESSION_SECONDS must be a positive whole number of seconds."
+        )
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config["SESSION_COOKIE_SAMESITE"] = app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
     # CSRF is checked by the console's own hook; the token endpoint and the JSON APIs
@@ -91,8 +139,8 @@ def init_console(app: Flask) -> None:
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     login_manager.init_app(app)
-    # Failed logins per address, shared by the threads of a process (guarded by the lock).
-    app.extensions["example_console"] = {"failures": {}, "lock": threading.Lock()}
+    app.extensions["example_console"] = LoginThrottle(app)
+    _dummy_hash(_hash_method(password_hash(app)))  # made now, not in a first login's time
     app.register_blueprint(bp)
 
 
@@ -113,6 +161,67 @@ def password_hash(app: Flask | None = None) -> str | None:
     return path.read_text().strip() or None
 
 
+class LoginThrottle:
+    """Login attempts per address, counted where the app's ``RATELIMIT_STORAGE_URI`` says
+    (memory: per process; Redis: shared by every instance) under its ``RATELIMIT_KEY_PREFIX``.
+
+    An attempt is reserved (an atomic increment) before its password is checked, so concurrent
+    attempts cannot all pass a check of the count made before any of them failed.
+    """
+
+    #: Serializes the calls on a memory storage, whose expiry timer concurrent threads can
+    #: start twice (limits issue #26); a shared storage is atomic by itself.
+    lock: AbstractContextManager[Any]
+
+    def __init__(self, app: Flask):
+        options = dict(app.config.get("RATELIMIT_STORAGE_OPTIONS") or {})
+        storage = storage_from_string(
+            app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
+            **{**options, "wrap_exceptions": True},  # failures as limits' StorageError
+        )
+        self.lock = threading.Lock() if isinstance(storage, MemoryStorage) else nullcontext()
+        self.limiter = FixedWindowRateLimiter(storage)
+        self.limit = RateLimitItemPerSecond(LOGIN_FAILURES_ALLOWED, LOGIN_WINDOW_SECONDS)
+        self.prefix = str(app.config.get("RATELIMIT_KEY_PREFIX") or "m2m")
+
+    def _key(self, address: str) -> tuple[str, ...]:
+        return (self.prefix, "example-console-login", address)
+
+    def reserve(self, address: str) -> bool:
+        """Count an attempt from ``address``; False when it is one too many."""
+        with self.lock:
+            return self.limiter.hit(self.limit, *self._key(address))
+
+    def clear(self, address: str) -> None:
+        """Forget the attempts of ``address`` (after it logged in)."""
+        with self.lock:
+            self.limiter.clear(self.limit, *self._key(address))
+
+    def remaining(self, address: str) -> int:
+        """How many attempts ``address`` has left in its window."""
+        with self.lock:
+            return self.limiter.get_window_stats(self.limit, *self._key(address)).remaining
+
+
+def _hash_method(pwhash: str | None) -> str | None:
+    """The method of a werkzeug password hash (``scrypt:32768:8:1``), None if it has none."""
+    return pwhash.split("$", 1)[0] if pwhash and "$" in pwhash else None
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(method: str | None) -> str:
+    """A hash of a random password, made once per method (werkzeug's default for None or an
+    unknown one): checked when the username is wrong or no password is set, so that a login
+    costs the same work whatever the username."""
+    password = secrets.token_urlsafe(16)
+    if method:
+        try:
+            return generate_password_hash(password, method=method)
+        except ValueError:
+            pass
+    return generate_password_hash(password)
+
+
 def new_admin_password(app: Flask) -> str:
     """Make a random admin password and store only its hash in the instance folder."""
     password = secrets.token_urlsafe(18)
@@ -123,9 +232,74 @@ def new_admin_password(app: Flask) -> str:
     return password
 
 
+def _password_fingerprint(pwhash: str) -> str:
+    """A short HMAC of the password hash under the app's ``SECRET_KEY``: kept in the session,
+    it ends the sessions made before a password change, and shows nothing of the hash (the
+    session cookie is signed, not encrypted)."""
+    key = current_app.secret_key
+    secret = key.encode() if isinstance(key, str) else bytes(key or b"")
+    message = b"example-console-password\0" + pwhash.encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _session_version(username: str) -> int:
+    version = db.session.scalar(
+        select(ConsoleAdmin.session_version).where(ConsoleAdmin.username == username)
+    )
+    return version or 0
+
+
+def _end_sessions(username: str) -> None:
+    """Bump the admin's session version: every session made before ends, on every instance."""
+    bump = (
+        update(ConsoleAdmin)
+        .where(ConsoleAdmin.username == username)
+        .values(session_version=ConsoleAdmin.session_version + 1)
+    )
+    for last in (False, True):
+        if not db.session.execute(bump).rowcount:  # type: ignore[attr-defined]
+            db.session.add(ConsoleAdmin(username=username, session_version=1))
+        try:
+            db.session.commit()
+            return
+        except IntegrityError:  # another instance made the row meanwhile: bump that one
+            db.session.rollback()
+            if last:
+                raise
+
+
+def _start_session(username: str, pwhash: str) -> None:
+    """Log ``username`` in: a permanent session (``PERMANENT_SESSION_LIFETIME``), no
+    remember-me cookie, bound to the session version, the password and the login time."""
+    session.permanent = True
+    session[SESSION_KEY] = {
+        "version": _session_version(username),
+        "password": _password_fingerprint(pwhash),
+        "since": int(time.time()),
+    }
+    login_user(Admin(username), remember=False)
+
+
 @login_manager.user_loader
 def _load_user(user_id: str) -> Admin | None:
-    return Admin(user_id) if user_id == admin_username() else None
+    """The admin of a session still valid: made with the current password, not ended by a
+    logout on any instance, younger than ``EXAMPLE_CONSOLE_SESSION_SECONDS``."""
+    bound = session.get(SESSION_KEY)
+    configured = password_hash()
+    if user_id != admin_username() or not configured or not isinstance(bound, dict):
+        return None
+    try:
+        since, version = float(bound["since"]), int(bound["version"])
+        fingerprint = str(bound["password"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if time.time() - since > current_app.config["EXAMPLE_CONSOLE_SESSION_SECONDS"]:
+        return None
+    if not hmac.compare_digest(fingerprint, _password_fingerprint(configured)):
+        return None
+    if version != _session_version(user_id):
+        return None
+    return Admin(user_id)
 
 
 @bp.before_request
@@ -154,6 +328,16 @@ def _csrf_error(error: CSRFError) -> tuple[str, int]:
     return render_template("console/error.html", title="Form expired", error=error), 400
 
 
+@bp.errorhandler(StorageError)
+def _storage_error(error: StorageError) -> tuple[str, int]:
+    """The login throttle's storage (Redis) is unreachable: no login until it is back."""
+    current_app.logger.warning(
+        "example console: rate-limit storage unavailable (%s)", type(error.storage_error).__name__
+    )
+    unavailable = ServiceUnavailable("Logins cannot be counted right now; try again shortly.")
+    return render_template("console/error.html", title="Try again later", error=unavailable), 503
+
+
 @bp.errorhandler(ClientNotFound)
 def _not_found(error: ClientNotFound) -> tuple[str, int]:
     return render_template("console/error.html", title="No such client", error=error), 404
@@ -179,30 +363,28 @@ def _state() -> M2MState:
 
 
 # -- login -------------------------------------------------------------------------------------
-def _throttled(address: str) -> bool:
-    """Whether ``address`` has failed to log in too often lately (old failures are forgotten)."""
-    state = current_app.extensions["example_console"]
-    failures: dict[str, list[float]] = state["failures"]
-    since = time.monotonic() - LOGIN_WINDOW_SECONDS
-    with state["lock"]:
-        for key in [k for k, times in failures.items() if times[-1] < since]:
-            del failures[key]
-        recent = [t for t in failures.get(address, []) if t >= since]
-    return len(recent) >= LOGIN_FAILURES_ALLOWED
-
-
-def _record_failure(address: str) -> None:
-    state = current_app.extensions["example_console"]
-    with state["lock"]:
-        state["failures"].setdefault(address, []).append(time.monotonic())
-
-
 def _safe_next(target: str | None) -> str:
-    """The ``next`` page if it is a console path on this site, else the client list."""
-    parts = urlsplit(target or "")
-    if target and not parts.scheme and not parts.netloc and parts.path.startswith("/console"):
-        return target
-    return url_for("console.list_clients")
+    """The ``next`` page if it is a console path on this site, else the client list.
+
+    Refused: another site (a scheme or host, ``//host``, or a backslash, which browsers read
+    as a slash), control characters (a CR or LF cannot be in the ``Location`` header), and
+    empty or dot segments (``/console/../..//host``, also percent-encoded) that would lead
+    out of the console.
+    """
+    fallback = url_for("console.list_clients")
+    if not target or not (target.isascii() and target.isprintable()) or "\\" in target:
+        return fallback
+    parts = urlsplit(target)
+    segments = unquote(parts.path).split("/")
+    if (
+        parts.scheme
+        or parts.netloc
+        or segments[:2] != ["", "console"]
+        or "" in segments[2:-1]
+        or {".", ".."} & set(segments)
+    ):
+        return fallback
+    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -213,19 +395,20 @@ def login() -> BaseResponse | tuple[str, int] | str:
     if request.method == "GET":
         return render_template("console/login.html", configured=bool(configured))
     address = request.remote_addr or "?"
-    if _throttled(address):
+    throttle: LoginThrottle = current_app.extensions["example_console"]
+    if not throttle.reserve(address):
         flash(f"Too many failed logins; wait {LOGIN_WINDOW_SECONDS // 60} minutes.", "error")
         return render_template("console/login.html", configured=bool(configured)), 429
     username = request.form.get("username", "")
     password = request.form.get("password", "")
-    if (
-        configured
-        and secrets.compare_digest(username.encode(), admin_username().encode())
-        and check_password_hash(configured, password)
-    ):
-        login_user(Admin(admin_username()))
+    right_user = secrets.compare_digest(username.encode(), admin_username().encode())
+    # One hash check whatever the username (a dummy hash for a wrong one), so the time
+    # taken does not tell whether the username exists.
+    real = configured if configured and right_user else None
+    if check_password_hash(real or _dummy_hash(_hash_method(configured)), password) and real:
+        throttle.clear(address)
+        _start_session(admin_username(), real)
         return redirect(_safe_next(request.args.get("next")))
-    _record_failure(address)
     flash("Wrong username or password.", "error")
     page = render_template("console/login.html", configured=bool(configured), username=username)
     return page, 401
@@ -233,7 +416,10 @@ def login() -> BaseResponse | tuple[str, int] | str:
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
+    """Log out, ending every session of the admin (other browsers' too) on every instance."""
+    _end_sessions(current_user.id)
     logout_user()
+    session.pop(SESSION_KEY, None)
     flash("You are logged out.", "info")
     return redirect(url_for("console.login"))
 

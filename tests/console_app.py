@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from conftest import DATABASE_URL, SECRET_KEY
+import pytest
+from conftest import DATABASE_URL, RATELIMIT_STORAGE_URI, SECRET_KEY
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
@@ -23,7 +25,8 @@ SECRET_PATTERN = re.compile(r"m2ms_[A-Za-z0-9]{20,}")
 
 @contextmanager
 def console_app(tmp_path: Path, **config: Any) -> Iterator[Flask]:
-    """The example app on its own database and instance folder; its tables go afterwards."""
+    """The example app on its own database and instance folder, counting logins in the test
+    rate-limit storage under a prefix of its own; its tables go afterwards."""
     from example import create_app, db
 
     url = DATABASE_URL if DATABASE_URL != "sqlite://" else f"sqlite:///{tmp_path / 'ex.db'}"
@@ -32,6 +35,8 @@ def console_app(tmp_path: Path, **config: Any) -> Iterator[Flask]:
         "SECRET_KEY": SECRET_KEY,
         "TESTING": True,
         "EXAMPLE_ADMIN_PASSWORD_HASH": PASSWORD_HASH,
+        "RATELIMIT_STORAGE_URI": RATELIMIT_STORAGE_URI,
+        "RATELIMIT_KEY_PREFIX": f"m2m-test-{uuid.uuid4().hex}",
         **config,
     }
     instance = tmp_path / "instance"
@@ -52,13 +57,29 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
-def login(client: FlaskClient, password: str = PASSWORD) -> Any:
+def login(client: FlaskClient, password: str = PASSWORD, username: str = ADMIN) -> Any:
     """Log in through the form; returns the response to the POST."""
     token = csrf_token(client.get("/console/login").text)
     return client.post(
         "/console/login",
-        data={"username": ADMIN, "password": password, "csrf_token": token},
+        data={"username": username, "password": password, "csrf_token": token},
     )
+
+
+def count_hash_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hashes the console checks passwords against, one per check, from now on: the real
+    ``check_password_hash`` wrapped in a spy that counts (it changes no answer)."""
+    import example.console as console
+
+    checked: list[str] = []
+    real = console.check_password_hash
+
+    def spy(pwhash: str, password: str) -> bool:
+        checked.append(pwhash)
+        return real(pwhash, password)
+
+    monkeypatch.setattr(console, "check_password_hash", spy)
+    return checked
 
 
 def post_form(client: FlaskClient, path: str, data: dict[str, str] | None = None) -> Any:

@@ -7,16 +7,21 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import basic_auth, bearer, fetch_token, register
+import requests
+from conftest import RATELIMIT_STORAGE_URI, LiveServer, basic_auth, bearer, fetch_token, register
 from console_app import (
     ADMIN,
     PASSWORD,
+    PASSWORD_HASH,
     SECRET_PATTERN,
     console_app,
+    count_hash_checks,
     csrf_token,
     login,
     post_form,
@@ -25,7 +30,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
-from flask_m2m import audit, clients
+from example.console import LOGIN_FAILURES_ALLOWED, new_admin_password
+from flask_m2m import ConfigurationError, audit, clients
 from flask_m2m.extension import get_state
 
 
@@ -88,6 +94,134 @@ def test_login_cookie_flags_and_logout(app: Flask) -> None:
     assert client.get("/console/").status_code == 302
 
 
+def session_cookie(client: FlaskClient) -> str:
+    """The value of the client's session cookie."""
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+def replay(app: Flask, cookie: str) -> FlaskClient:
+    """A fresh client, from another address, presenting a saved session cookie."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    client.set_cookie("session", cookie)
+    return client
+
+
+def logged_in(client: FlaskClient) -> bool:
+    """Whether the client's session opens the console (else it is sent to the login page)."""
+    response = client.get("/console/")
+    assert response.status_code in (200, 302)
+    assert response.status_code == 200 or response.location.startswith("/console/login")
+    return response.status_code == 200
+
+
+def test_logout_ends_saved_sessions(app: Flask) -> None:
+    """A session cookie saved before a logout is refused after it, from any client and
+    address, and so is every other session of the admin; a new login works."""
+    client, other = app.test_client(), app.test_client()
+    assert login(client).status_code == 302
+    assert login(other).status_code == 302
+    saved = session_cookie(client)
+    assert logged_in(replay(app, saved))  # a copy works, until the logout
+    assert post_form(client, "/console/logout").status_code == 302
+    assert not logged_in(replay(app, saved))
+    assert not logged_in(other)
+    assert login(client).status_code == 302
+    assert logged_in(client)
+
+
+def test_logout_on_one_instance_ends_the_session_on_another(tmp_path: Path) -> None:
+    """Two instances (two app objects on one database and secret key): a logout on one ends
+    the admin's sessions on both, as the session version is kept in the database."""
+    with console_app(tmp_path) as one, console_app(tmp_path) as two:
+        first = one.test_client()
+        assert login(first).status_code == 302
+        saved = session_cookie(first)
+        on_two = replay(two, saved)
+        assert logged_in(on_two)
+        assert post_form(on_two, "/console/logout").status_code == 302
+        assert not logged_in(replay(one, saved))
+        assert not logged_in(first)
+
+
+def test_password_change_ends_sessions(app: Flask) -> None:
+    """A new ``EXAMPLE_ADMIN_PASSWORD_HASH`` ends the sessions made with the old password."""
+    client = app.test_client()
+    assert login(client).status_code == 302
+    saved = session_cookie(client)
+    new_hash = generate_password_hash("new password", method="pbkdf2:sha256:1000")
+    app.config["EXAMPLE_ADMIN_PASSWORD_HASH"] = new_hash
+    assert not logged_in(client)
+    assert not logged_in(replay(app, saved))
+    assert login(client, "new password").status_code == 302
+    assert logged_in(client)
+
+
+def test_new_generated_password_ends_sessions(tmp_path: Path) -> None:
+    """A new password written to the instance folder (as ``demo`` does) ends the sessions."""
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=None) as app:
+        client = app.test_client()
+        assert login(client, new_admin_password(app)).status_code == 302
+        assert logged_in(client)
+        new_admin_password(app)
+        assert not logged_in(client)
+
+
+def test_session_lifetime(app: Flask) -> None:
+    """Logging in sets one cookie, the session, for ``PERMANENT_SESSION_LIFETIME`` (8 hours),
+    no remember-me cookie; the session ends 8 hours after the login however often it was used
+    (and its cookie refreshed) meanwhile."""
+    client = app.test_client()
+    response = login(client)
+    assert [c.split("=")[0] for c in response.headers.getlist("Set-Cookie")] == ["session"]
+    cookie = client.get_cookie("session")
+    assert cookie is not None and cookie.expires is not None
+    left = cookie.expires - datetime.now(UTC)
+    assert timedelta(hours=8) - timedelta(minutes=1) < left <= timedelta(hours=8)
+
+    def logged_in_since(seconds_ago: int) -> bool:
+        with client.session_transaction() as session:
+            bound = dict(session["example_console"])
+            bound["since"] = int(time.time()) - seconds_ago
+            session["example_console"] = bound
+        return logged_in(client)
+
+    assert logged_in_since(8 * 3600 - 60)
+    assert not logged_in_since(8 * 3600 + 1)
+
+
+def test_session_lifetime_configured(tmp_path: Path) -> None:
+    """``EXAMPLE_CONSOLE_SESSION_SECONDS`` and ``PERMANENT_SESSION_LIFETIME`` can be set."""
+    config = {
+        "EXAMPLE_CONSOLE_SESSION_SECONDS": 60,
+        "PERMANENT_SESSION_LIFETIME": timedelta(minutes=2),
+    }
+    with console_app(tmp_path, **config) as app:
+        client = app.test_client()
+        assert login(client).status_code == 302
+        cookie = client.get_cookie("session")
+        assert cookie is not None and cookie.expires is not None
+        assert cookie.expires - datetime.now(UTC) <= timedelta(minutes=2)
+        with client.session_transaction() as session:
+            session["example_console"] = {**session["example_console"], "since": 0}
+        assert not logged_in(client)
+    with pytest.raises(ConfigurationError, match="EXAMPLE_CONSOLE_SESSION_SECONDS"):
+        with console_app(tmp_path, EXAMPLE_CONSOLE_SESSION_SECONDS="8h"):
+            pass
+
+
+def test_unbound_session_refused(app: Flask) -> None:
+    """A session holding only Flask-Login's user id (as a cookie made before sessions were
+    bound to the server's state would) is refused."""
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = ADMIN
+        session["_fresh"] = True
+    assert not logged_in(client)
+
+
 def test_login_next_stays_on_console(app: Flask) -> None:
     """``next`` only leads to console pages of this site."""
     client = app.test_client()
@@ -100,6 +234,38 @@ def test_login_next_stays_on_console(app: Flask) -> None:
     assert response.location == "/console/clients/new"
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "next=/console/%0d%0aSet-Cookie:x=1",  # CR LF: the Location header cannot hold them
+        "next=/console/%0aLocation:%20https://evil.test/",
+        "next=/console/%0A",
+        "next=/console/%09",
+        "next=/console/%7F",
+        "next=/console/%C3%A9",
+        "next=/console/../..//evil.test",
+        "next=/console/%252e%252e/%252e%252e//evil.test",  # %2e%2e once decoded: ..
+        "next=/console//evil.test",
+        "next=/console/%5C..%5C..%5Cevil.test",
+        "next=%5Cevil.test",
+        "next=%5C%5Cevil.test/console/",
+        "next=//evil.test/console/",
+        "next=https://evil.test/console/",
+        "next=/consoles",
+        "next=",
+    ],
+)
+def test_login_next_refused(app: Flask, query: str) -> None:
+    """A ``next`` with control characters, backslashes, dot or empty segments or another site
+    leads to the client list after the login: a 302 on this site, never a 500."""
+    client = app.test_client()
+    token = csrf_token(client.get("/console/login").text)
+    form = {"username": ADMIN, "password": PASSWORD, "csrf_token": token}
+    response = client.post("/console/login", query_string=query, data=form)
+    assert response.status_code == 302
+    assert response.location == "/console/"
+
+
 def test_login_throttled_after_failures(app: Flask) -> None:
     client = app.test_client()
     for _ in range(5):
@@ -109,13 +275,25 @@ def test_login_throttled_after_failures(app: Flask) -> None:
     assert "Too many failed logins" in response.text
 
 
+def test_login_success_clears_the_count(app: Flask) -> None:
+    """A successful login forgets the address's earlier failures; five more are allowed."""
+    client = app.test_client()
+    for _ in range(4):
+        assert login(client, "wrong").status_code == 401
+    assert login(client).status_code == 302
+    assert post_form(client, "/console/logout").status_code == 302
+    assert [login(client, "wrong").status_code for _ in range(6)] == [401] * 5 + [429]
+
+
 def test_login_throttle_shared_by_threads(tmp_path: Path) -> None:
-    """Failed logins from many addresses at once: every thread gets its 401, none an error."""
+    """Failed logins from many addresses at once: every thread gets its 401, none an error,
+    and each address has exactly its one attempt counted (5,000 others untouched)."""
     cheap = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1")  # many logins, quickly
     with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=cheap) as app:
-        failures = app.extensions["example_console"]["failures"]
-        now = time.monotonic()
-        failures.update({f"10.0.{i // 256}.{i % 256}": [now] for i in range(5_000)})
+        throttle = app.extensions["example_console"]
+        others = [f"10.0.{i // 256}.{i % 256}" for i in range(5_000)]
+        for address in others:
+            assert throttle.reserve(address)
         statuses: list[int] = []
 
         def fail_logins(thread: int) -> None:
@@ -135,7 +313,107 @@ def test_login_throttle_shared_by_threads(tmp_path: Path) -> None:
         finally:
             sys.setswitchinterval(interval)
         assert statuses == [401] * 800
-        assert len(failures) == 5_800
+        ours = [f"192.0.{thread}.{attempt}" for thread in range(8) for attempt in range(100)]
+        left = LOGIN_FAILURES_ALLOWED - 1
+        assert {throttle.remaining(address) for address in ours + others} == {left}
+
+
+def test_concurrent_wrong_logins_throttled(
+    tmp_path: Path,
+    live_server_factory: Callable[[Flask], LiveServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty wrong logins from one address at the same moment, over real HTTP: at most five
+    passwords are checked, because each attempt is counted before its check; the others are
+    refused with 429."""
+    slow = generate_password_hash(PASSWORD, method="pbkdf2:sha256:200000")  # checks overlap
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=slow) as app:
+        checked = count_hash_checks(monkeypatch)
+        server = live_server_factory(app)
+        start = threading.Barrier(20)
+        statuses: list[int] = []
+
+        def wrong_login() -> None:
+            with requests.Session() as http:
+                token = csrf_token(http.get(f"{server.url}/console/login", timeout=30).text)
+                form = {"username": ADMIN, "password": "wrong", "csrf_token": token}
+                start.wait(timeout=30)
+                answer = http.post(f"{server.url}/console/login", data=form, timeout=30)
+                statuses.append(answer.status_code)
+
+        threads = [threading.Thread(target=wrong_login) for _ in range(20)]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            server.stop()
+        assert sorted(statuses) == [401] * len(checked) + [429] * (20 - len(checked))
+        assert 1 <= len(checked) <= LOGIN_FAILURES_ALLOWED
+
+
+@pytest.mark.skipif(
+    RATELIMIT_STORAGE_URI == "memory://",
+    reason="needs a shared storage (M2M_TEST_REDIS_URL): memory counts are per app",
+)
+def test_login_throttle_shared_by_instances(tmp_path: Path) -> None:
+    """Two instances on the same rate-limit storage and ``RATELIMIT_KEY_PREFIX`` share the
+    count of an address: after three wrong logins on one and two on the other, both refuse;
+    an instance with another prefix counts apart."""
+    prefix = f"m2m-test-{uuid.uuid4().hex}"
+    with (
+        console_app(tmp_path, RATELIMIT_KEY_PREFIX=prefix) as one,
+        console_app(tmp_path, RATELIMIT_KEY_PREFIX=prefix) as two,
+        console_app(tmp_path) as apart,
+    ):
+        first, second = one.test_client(), two.test_client()
+        assert [login(first, "wrong").status_code for _ in range(3)] == [401] * 3
+        assert [login(second, "wrong").status_code for _ in range(2)] == [401] * 2
+        assert login(first).status_code == 429
+        assert login(second).status_code == 429
+        assert login(apart.test_client()).status_code == 302
+
+
+def test_login_unavailable_without_its_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the rate-limit storage cannot be reached, a login is refused with 503 (it could
+    not be counted) and no password is checked; the login page itself still shows."""
+    with console_app(tmp_path, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0") as app:
+        checked = count_hash_checks(monkeypatch)
+        client = app.test_client()
+        response = login(client)
+        assert response.status_code == 503
+        assert "try again" in response.text
+        assert checked == []
+
+
+def test_login_same_work_for_any_username(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong username costs one password hash check, like a wrong password: against a dummy
+    hash made with the admin hash's method, so the time taken does not tell which was wrong."""
+    checked = count_hash_checks(monkeypatch)
+    client = app.test_client()
+    assert login(client, "wrong", username="nobody").status_code == 401
+    assert login(client, PASSWORD, username="nobody").status_code == 401
+    assert login(client, "wrong").status_code == 401
+    assert len(checked) == 3
+    method = PASSWORD_HASH.split("$")[0]
+    assert [pwhash.split("$")[0] for pwhash in checked] == [method] * 3
+    assert checked[0] == checked[1] != PASSWORD_HASH == checked[2]
+
+
+def test_login_same_work_without_a_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no admin password set, a login still checks one hash (werkzeug's default method)."""
+    with console_app(tmp_path, EXAMPLE_ADMIN_PASSWORD_HASH=None) as app:
+        checked = count_hash_checks(monkeypatch)
+        assert login(app.test_client(), "").status_code == 401
+        default = generate_password_hash("x").split("$")[0]
+        assert [pwhash.split("$")[0] for pwhash in checked] == [default]
 
 
 def test_no_password_configured(tmp_path: Path) -> None:
