@@ -67,6 +67,22 @@ def test_document_validates(app: Flask) -> None:
     assert "client_secret" not in document["components"]["schemas"]["Client"]["properties"]
 
 
+def test_management_bodies_are_required_json(app: Flask) -> None:
+    """Every management POST, PUT and PATCH takes a required application/json body, as the
+    server demands (415 otherwise), the secret rotation included."""
+    document = app.test_client().get("/m2m/openapi.json").get_json()
+    bodies = {
+        (method, path): operation["requestBody"]
+        for path, item in document["paths"].items()
+        if path.startswith("/m2m/clients")
+        for method, operation in item.items()
+        if method in ("post", "put", "patch")
+    }
+    assert ("post", "/m2m/clients/{client_id}/secret") in bodies and len(bodies) == 4
+    for body in bodies.values():
+        assert body["required"] is True and list(body["content"]) == ["application/json"]
+
+
 def test_document_follows_prefix(app_factory: Any) -> None:
     """The document uses the configured ``M2M_URL_PREFIX`` and drops management when it is off."""
     app = app_factory(M2M_URL_PREFIX="/auth", M2M_MANAGEMENT_ENABLED=True)

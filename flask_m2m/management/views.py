@@ -38,6 +38,11 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Scope a Bearer token needs to use the management API (unless an authorizer is set).
 ADMIN_SCOPE = "m2m:admin"
 
+#: Methods whose body must be JSON. An HTML form on another site can send only form-encoded,
+#: multipart or text/plain bodies without a CORS preflight, so none of these requests can
+#: come from one, even when the app's authorizer trusts a cookie the browser adds.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
 
 def authorize() -> str:
     """The acting principal, from the app's authorizer or an ``m2m:admin`` Bearer token.
@@ -67,14 +72,27 @@ def managed(view: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _json_body() -> Any:
-    """The request's JSON body: 415 for another media type, 413 when too large, 400 when
-    unreadable."""
-    if not request.is_json:
+def require_json() -> None:
+    """Refuse a POST, PUT or PATCH that is not ``application/json`` with 415 (a
+    ``before_request`` hook of the blueprint). A caller who may not manage clients gets its
+    401 or 403 instead."""
+    if request.method in BODY_METHODS and not request.is_json:
+        authorize()
         raise UnsupportedMediaType("Send the body as application/json.")
+
+
+def _json_body(empty: dict[str, Any] | None = None) -> Any:
+    """The request's JSON body (its media type is checked by :func:`require_json`): 413 when
+    too large, 400 when unreadable.
+
+    :param empty: what an empty body stands for; without it, an empty body is a 400.
+    """
     request.max_content_length = MAX_BODY_BYTES
+    data = request.get_data(cache=True)
+    if not data and empty is not None:
+        return empty
     try:
-        return json.loads(request.get_data(cache=True), parse_constant=_refuse_constant)
+        return json.loads(data, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # also NaN/Infinity, which JSON does not have
         raise BadRequest("The body is not valid JSON.") from None
 
@@ -127,7 +145,7 @@ def delete_client(client_id: str) -> Response:
 
 @managed
 def add_secret(client_id: str) -> tuple[Response, int]:
-    data = SecretCreateSchema().load(_json_body() if request.content_length else {})
+    data = SecretCreateSchema().load(_json_body(empty={}))
     client, issued = clients.rotate_secret(get_state(), client_id, **data)
     return jsonify(NewSecretSchema().dump(issued.as_dict())), 200
 
