@@ -17,7 +17,6 @@ audit event, metric) but never refused. When the storage fails, the limits go on
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -53,11 +52,16 @@ def _never() -> bool:
 
 
 def _caller() -> str:
-    """Who calls the management API: its Bearer token (hashed) or, without one, its address."""
-    header = request.headers.get("Authorization", "")
-    if header:
-        return "auth:" + hashlib.sha256(header.encode("utf-8", "surrogatepass")).hexdigest()
-    return "addr:" + get_remote_address()
+    """Who calls the management API: ``principal:<p>`` once authorized, else its address.
+
+    It authorizes the caller here, in the limit's key function (before the view; the view
+    reuses the outcome), so the limit counts who the caller proved to be, never what it
+    sent: junk credentials, whatever their value, share their address's quota.
+    """
+    from .management.views import caller_principal
+
+    principal = caller_principal()
+    return f"principal:{principal}" if principal is not None else "addr:" + get_remote_address()
 
 
 class RateLimited(OAuth2Error):  # type: ignore[misc]
@@ -222,9 +226,10 @@ class RateLimits:
         return limited
 
     def protect_management(self, blueprint: Blueprint) -> None:
-        """Per-caller limit on every route of the management blueprint."""
-        self.limiter.limit(
+        """One per-caller limit shared by every route of the management blueprint."""
+        self.limiter.shared_limit(
             self.state.settings.management_rate_limit,
+            scope=MANAGEMENT_BLUEPRINT,
             key_func=_caller,
             on_breach=self._counted(_problem_breach, "management"),
         )(blueprint)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
 from .. import audit, clients
@@ -43,13 +43,41 @@ ADMIN_SCOPE = "m2m:admin"
 #: come from one, even when the app's authorizer trusts a cookie the browser adds.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
+#: Name on ``flask.g`` of the request's authorization outcome: a principal or an exception.
+_OUTCOME = "_m2m_management_caller"
+
 
 def authorize() -> str:
     """The acting principal, from the app's authorizer or an ``m2m:admin`` Bearer token.
 
+    Decided once per request: the management rate limit asks first, before the view (see
+    :func:`caller_principal`), and later calls get the same principal or the same error.
+
     :raises MissingToken, InvalidToken, InsufficientScope: (401/403) for token callers.
     :raises Forbidden: when the app's authorizer refuses.
     """
+    outcome = g.get(_OUTCOME)
+    if outcome is None:
+        try:
+            outcome = _authorize()
+        except Exception as exc:  # kept, to surface in the view as if raised there
+            outcome = exc
+        setattr(g, _OUTCOME, outcome)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return str(outcome)
+
+
+def caller_principal() -> str | None:
+    """The principal of the caller, or None when it may not manage clients (the refusal is
+    kept for the view)."""
+    try:
+        return authorize()
+    except Exception:
+        return None
+
+
+def _authorize() -> str:
     state = get_state()
     authorizer = state.management_authorizer()
     if authorizer is not None:
