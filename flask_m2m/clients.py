@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 MAX_NAME_LENGTH = 200
 MAX_LIFETIME_DAYS = 36500
+#: Deepest nesting of client metadata: the object itself is level 1, each object or array in
+#: it one more. Far deeper values would overflow the stack of a JSON encoder (the database
+#: driver's among them) before any size limit is reached.
+MAX_METADATA_DEPTH = 32
 #: Fields ``update_client`` may change.
 UPDATABLE = (
     "name",
@@ -103,15 +107,32 @@ def _check_metadata(state: M2MState, metadata: Any) -> dict[str, Any]:
         raise InvalidClientData("Client metadata is not allowed here.", field="metadata")
     if not isinstance(metadata, dict):
         raise InvalidClientData("metadata must be a JSON object.", field="metadata")
+    if _nesting_exceeds(metadata, MAX_METADATA_DEPTH):
+        raise InvalidClientData(
+            f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep.", field="metadata"
+        )
     try:
         size = len(json.dumps(metadata, allow_nan=False).encode())
-    except (TypeError, ValueError, RecursionError):  # NaN and Infinity are not JSON
+    except (TypeError, ValueError):  # NaN and Infinity are not JSON
         raise InvalidClientData("metadata must be plain JSON.", field="metadata") from None
     if size > state.settings.max_metadata_bytes:
         raise InvalidClientData(
             f"metadata is larger than {state.settings.max_metadata_bytes} bytes.", field="metadata"
         )
     return metadata
+
+
+def _nesting_exceeds(value: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels deep in ``value`` (walked
+    with a stack of its own, so that no depth, nor a cycle, can exhaust Python's)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
 
 
 def _lifetime_limits(state: M2MState) -> tuple[int, int | None]:
