@@ -39,6 +39,8 @@ MAX_LIFETIME_DAYS = 36500
 #: it one more. Far deeper values would overflow the stack of a JSON encoder (the database
 #: driver's among them) before any size limit is reached.
 MAX_METADATA_DEPTH = 32
+#: Longest window of a client's ``rate_limit``, in seconds: the ``limits`` parser's year.
+MAX_RATE_LIMIT_WINDOW = 360 * 86400
 #: Fields ``update_client`` may change.
 UPDATABLE = (
     "name",
@@ -178,17 +180,22 @@ def _check_expires_at(state: M2MState, expires_at: datetime | None) -> datetime 
 
 
 def parse_rate_limit(value: str | None) -> str | None:
-    """A Flask-Limiter limit string, checked with the ``limits`` parser."""
+    """A Flask-Limiter limit string, checked with the ``limits`` parser, whose windows are a
+    year at most (a storage such as Redis cannot expire a counter thousands of years on)."""
     if value is None:
         return None
     from limits import parse_many
 
     try:
-        if not isinstance(value, str) or len(value) > 64 or not parse_many(value):
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValueError(value)
+        items = parse_many(value)
+        if not items or any(item.get_expiry() > MAX_RATE_LIMIT_WINDOW for item in items):
             raise ValueError(value)
     except ValueError:
         raise InvalidClientData(
-            "rate_limit must be a limit string such as '100/minute'.", field="rate_limit"
+            "rate_limit must be a limit string such as '100/minute', over a year at most.",
+            field="rate_limit",
         ) from None
     return value
 

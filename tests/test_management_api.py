@@ -220,6 +220,8 @@ CREATE_ERRORS = [
     ({"expires_in_days": "x"}, "expires_in_days"), ({"expires_in_days": 10**9}, "expires_in_days"),
     ({"expires_in_days": 1.5}, "expires_in_days"), ({"metadata": [1]}, "metadata"),
     ({"rate_limit": "lots"}, "rate_limit"), ({"rate_limit": 10}, "rate_limit"),
+    ({"rate_limit": "5/999999999 years"}, "rate_limit"),  # a window Redis cannot expire
+    ({"rate_limit": "10/second;1/2 years"}, "rate_limit"),
     ({"access_token_expires_in": "soon"}, "access_token_expires_in"),
     ({"access_token_expires_in": 300.5}, "access_token_expires_in"),
     ({"secret_label": "nul\x00"}, "secret_label"), ({"unknown": 1}, "unknown"),
@@ -461,6 +463,7 @@ POLICY_CREATE = [
     (LIFETIME, NAMED, "expires_in_days"), (LIFETIME, {**NAMED, "expires_in_days": 30}, None),
     ({}, {**NAMED, "rate_limit": "10/minute"}, None),
     ({}, {**NAMED, "rate_limit": "10 per fortnight"}, "rate_limit"),
+    ({}, {**NAMED, "rate_limit": "10/second;1000/year"}, None),
     ({}, {**NAMED, "access_token_expires_in": 59}, "access_token_expires_in"),
     (TOKEN_BOUNDS, {**NAMED, "access_token_expires_in": 60}, "access_token_expires_in"),
     (TOKEN_BOUNDS, {**NAMED, "access_token_expires_in": 601}, "access_token_expires_in"),
