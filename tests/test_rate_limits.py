@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from conftest import RATELIMIT_STORAGE_URI, basic_auth, bearer, fetch_token, make_app, register
-from flask import Flask, abort, request
+from flask import Flask, abort, g, request
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 
 from flask_m2m import ConfigurationError, audit, signals
@@ -218,6 +219,45 @@ def test_authorizer_outage_is_a_503_counted_per_address(
     assert statuses == [503] * LIMIT + [429]
     assert c.get("/m2m/clients", headers={"X-User": "alice"}).status_code == 200
     assert "storage unreachable" not in caplog.text
+
+
+def test_authorizer_sees_what_the_apps_own_hooks_set(app_factory: Callable[..., Flask]) -> None:
+    """The limit authorizes the caller after every ``before_request`` function of the app,
+    also those registered after flask-m2m (the Flask tutorial loads ``g.user`` in one): the
+    authorizer sees the user, and the user gets its own quota."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+
+    @app.before_request
+    def load_user() -> None:
+        g.user = request.headers.get("X-User")
+
+    @get_state(app).extension.management_authorizer
+    def who() -> Any:
+        return f"user:{g.user}" if g.user else abort(401)
+
+    c = app.test_client()
+    for user in ("alice", "bob"):
+        ok = [c.get("/m2m/clients", headers={"X-User": user}).status_code for _ in range(LIMIT)]
+        assert ok == [200] * LIMIT
+    assert [c.get("/m2m/clients").status_code for _ in range(LIMIT + 1)] == [401] * LIMIT + [429]
+
+
+def test_management_breaches_are_counted_in_the_metrics(app_factory: Callable[..., Flask]) -> None:
+    """Each management 429 adds one to ``m2m_rate_limit_hits_total{limit="management"}``."""
+    app = app_factory(M2M_METRICS_ENABLED=True, M2M_MANAGEMENT_RATE_LIMIT="1/minute")
+    c = app.test_client()
+
+    def hits() -> float:
+        for family in text_string_to_metric_families(c.get("/metrics").get_data(as_text=True)):
+            for sample in family.samples:
+                if sample.name == "m2m_rate_limit_hits_total" and sample.labels == {
+                    "limit": "management", "mode": "enforce"}:
+                    return float(sample.value)
+        return 0.0
+
+    before = hits()
+    assert [c.get("/m2m/clients").status_code for _ in range(3)] == [401, 429, 429]
+    assert hits() == before + 2
 
 
 def test_management_without_limits_authorizes_in_the_view(

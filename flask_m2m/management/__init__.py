@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import InvalidClientData, TemporarilyUnavailable
 from ..outages import OUTAGE_ERRORS, log_outage
-from .views import register_routes, require_json
+from .views import register_routes
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -74,7 +74,6 @@ def create_management_blueprint(url_prefix: str) -> Blueprint:
     """The management blueprint; ``init_app`` registers it unless management is turned off."""
     bp = Blueprint("m2m_management", __name__, url_prefix=url_prefix or None)
     register_routes(bp)
-    bp.before_request(require_json)
     bp.register_error_handler(ValidationError, _validation_error)
     bp.register_error_handler(InvalidClientData, _invalid_data)
     bp.register_error_handler(HTTPException, _http_error)

@@ -51,7 +51,7 @@ def authorize() -> str:
     """The acting principal, from the app's authorizer or an ``m2m:admin`` Bearer token.
 
     Decided once per request: the management rate limit asks first, before the view (see
-    :func:`caller_principal`), and later calls get the same principal or the same error.
+    :func:`caller_principal`), and the view gets the same principal or the same error.
 
     :raises MissingToken, InvalidToken, InsufficientScope: (401/403) for token callers.
     :raises Forbidden: when the app's authorizer refuses.
@@ -90,28 +90,24 @@ def _authorize() -> str:
 
 
 def managed(view: Callable[P, R]) -> Callable[P, R]:
-    """Authorize the caller and name it as the actor of any audit row the view writes."""
+    """Authorize the caller, name it as the actor of any audit row the view writes, and
+    refuse a POST, PUT or PATCH whose body is not ``application/json`` (415): the one place
+    of that rule, after authorization, so a caller who may not manage clients gets its
+    401 or 403 instead."""
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         audit.set_actor(authorize())
+        if request.method in BODY_METHODS and not request.is_json:
+            raise UnsupportedMediaType("Send the body as application/json.")
         return view(*args, **kwargs)
 
     return wrapper
 
 
-def require_json() -> None:
-    """Refuse a POST, PUT or PATCH that is not ``application/json`` with 415 (a
-    ``before_request`` hook of the blueprint). A caller who may not manage clients gets its
-    401 or 403 instead."""
-    if request.method in BODY_METHODS and not request.is_json:
-        authorize()
-        raise UnsupportedMediaType("Send the body as application/json.")
-
-
 def _json_body(empty: dict[str, Any] | None = None) -> Any:
-    """The request's JSON body (its media type is checked by :func:`require_json`): 413 when
-    too large, 400 when unreadable.
+    """The request's JSON body (its media type is checked by :func:`managed`): 413 when too
+    large, 400 when unreadable.
 
     :param empty: what an empty body stands for; without it, an empty body is a 400.
     """
