@@ -121,6 +121,18 @@ def test_management_junk_credentials_share_the_address_quota(
     assert_429(c.post("/m2m/clients", json={"name": "x"}, headers=JUNK[kind](99)), problem=True)
 
 
+def test_management_refused_forms_are_counted(app_factory: Callable[..., Flask]) -> None:
+    """A form POST is counted like any other call before its 401 (or 415) answer."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+    c = app.test_client()
+    forms = [c.post("/m2m/clients", data={"name": "x"}, headers=bearer(f"junk-{i}"))
+             for i in range(LIMIT + 1)]
+    assert [r.status_code for r in forms] == [401] * LIMIT + [429]
+    admin = bearer(fetch_token(c, register(app, "m2m:admin")))
+    forms = [c.post("/m2m/clients", data={"name": "x"}, headers=admin) for _ in range(LIMIT + 1)]
+    assert [r.status_code for r in forms] == [415] * LIMIT + [429]
+
+
 def test_management_tokens_without_admin_scope_share_the_address_quota(
     app_factory: Callable[..., Flask],
 ) -> None:
