@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 
 MAX_NAME_LENGTH = 200
 MAX_LIFETIME_DAYS = 36500
+#: Deepest nesting of client metadata: the object itself is level 1, each object or array in
+#: it one more. Far deeper values would overflow the stack of a JSON encoder (the database
+#: driver's among them) before any size limit is reached.
+MAX_METADATA_DEPTH = 32
+#: Longest window of a client's ``rate_limit``, in seconds: the ``limits`` parser's year.
+MAX_RATE_LIMIT_WINDOW = 360 * 86400
 #: Fields ``update_client`` may change.
 UPDATABLE = (
     "name",
@@ -102,15 +108,32 @@ def _check_metadata(state: M2MState, metadata: Any) -> dict[str, Any]:
         raise InvalidClientData("Client metadata is not allowed here.", field="metadata")
     if not isinstance(metadata, dict):
         raise InvalidClientData("metadata must be a JSON object.", field="metadata")
+    if _nesting_exceeds(metadata, MAX_METADATA_DEPTH):
+        raise InvalidClientData(
+            f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep.", field="metadata"
+        )
     try:
         size = len(json.dumps(metadata, allow_nan=False).encode())
-    except (TypeError, ValueError, RecursionError):  # NaN and Infinity are not JSON
+    except (TypeError, ValueError):  # NaN and Infinity are not JSON
         raise InvalidClientData("metadata must be plain JSON.", field="metadata") from None
     if size > state.settings.max_metadata_bytes:
         raise InvalidClientData(
             f"metadata is larger than {state.settings.max_metadata_bytes} bytes.", field="metadata"
         )
     return metadata
+
+
+def _nesting_exceeds(value: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels deep in ``value`` (walked
+    with a stack of its own, so that no depth, nor a cycle, can exhaust Python's)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
 
 
 def _lifetime_limits(state: M2MState) -> tuple[int, int | None]:
@@ -156,17 +179,22 @@ def _check_expires_at(state: M2MState, expires_at: datetime | None) -> datetime 
 
 
 def parse_rate_limit(value: str | None) -> str | None:
-    """A Flask-Limiter limit string, checked with the ``limits`` parser."""
+    """A Flask-Limiter limit string, checked with the ``limits`` parser, whose windows are a
+    year at most (a storage such as Redis cannot expire a counter thousands of years on)."""
     if value is None:
         return None
     from limits import parse_many
 
     try:
-        if not isinstance(value, str) or len(value) > 64 or not parse_many(value):
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValueError(value)
+        items = parse_many(value)
+        if not items or any(item.get_expiry() > MAX_RATE_LIMIT_WINDOW for item in items):
             raise ValueError(value)
     except ValueError:
         raise InvalidClientData(
-            "rate_limit must be a limit string such as '100/minute'.", field="rate_limit"
+            "rate_limit must be a limit string such as '100/minute', over a year at most.",
+            field="rate_limit",
         ) from None
     return value
 

@@ -6,26 +6,26 @@ flask-m2m runs a Flask-Limiter instance of its own, storing counters where the a
 below, never the app's ``RATELIMIT_DEFAULT`` or application limits, which stay the business of
 the app's own limiter.
 
-Flask-Limiter's decorators apply the management limit. The two protocol limits sit on the
-hot path, so they call the same storage and strategy directly, once or twice per request: the
-per-client limit is counted once a client has authenticated (with the client row the grant
-already holds), the failed-authentication limit is tested before the view and charged on a
-401. The per-client limit is enforced, or in ``log-only`` mode counted and reported (signal,
-audit event, metric) but never refused. When the storage fails, the limits go on in memory
-(fail open, the default) or the limited routes answer 503 (fail closed).
+All three call its storage and strategy directly, once or twice per request (its own request
+hook is left idle): the per-client limit is counted once a client has authenticated (with the
+client row the grant already holds), the failed-authentication limit is tested before the
+view and charged on a 401, and the management limit is counted by a ``before_request`` hook
+of the management blueprint, once the caller is authorized. The per-client limit is enforced,
+or in ``log-only`` mode counted and reported (signal, audit event, metric) but never refused.
+When the storage fails, the limits go on in memory (fail open, the default) or the limited
+routes answer 503 (fail closed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, Flask, Response, current_app, json, request
-from flask_limiter import Limiter, RequestLimit
+from flask import Blueprint, Flask, Response, current_app, json
+from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
@@ -42,22 +42,25 @@ if TYPE_CHECKING:
 _FAILED_AUTH = (401,)
 #: Seconds in-memory counters stand in for a failed storage before it is tried again.
 _FALLBACK_SECONDS = 2.0
-#: The management blueprint: the only routes Flask-Limiter's own request hook looks at.
-MANAGEMENT_BLUEPRINT = "m2m_management"
 
 T = TypeVar("T")
 
 
-def _never() -> bool:
+def _always() -> bool:
     return True
 
 
 def _caller() -> str:
-    """Who calls the management API: its Bearer token (hashed) or, without one, its address."""
-    header = request.headers.get("Authorization", "")
-    if header:
-        return "auth:" + hashlib.sha256(header.encode("utf-8", "surrogatepass")).hexdigest()
-    return "addr:" + get_remote_address()
+    """Who calls the management API: ``principal:<p>`` once authorized, else its address.
+
+    It authorizes the caller here (the view reuses the outcome), so the limit counts who the
+    caller proved to be, never what it sent: junk credentials, whatever their value, share
+    their address's quota.
+    """
+    from .management.views import caller_principal
+
+    principal = caller_principal()
+    return f"principal:{principal}" if principal is not None else "addr:" + get_remote_address()
 
 
 class RateLimited(OAuth2Error):  # type: ignore[misc]
@@ -97,11 +100,11 @@ class RateLimits:
             swallow_errors=False,
             key_prefix=self.key_prefix,
             headers_enabled=False,
-            default_limits_exempt_when=_never,
-            application_limits_exempt_when=_never,
+            default_limits_exempt_when=_always,
+            application_limits_exempt_when=_always,
         )
-        # Its request hook runs for every route of the app: let it skip all but management.
-        self.limiter.request_filter(lambda: request.blueprint != MANAGEMENT_BLUEPRINT)
+        # Its request hook runs for every route of the app: let it skip them all.
+        self.limiter.request_filter(_always)
         self._memory: RateLimiter | None = None
         self._memory_until = 0.0
         #: limit string -> parsed limits
@@ -226,26 +229,30 @@ class RateLimits:
         return limited
 
     def protect_management(self, blueprint: Blueprint) -> None:
-        """Per-caller limit on every route of the management blueprint."""
-        self.limiter.limit(
-            self.state.settings.management_rate_limit,
-            key_func=_caller,
-            on_breach=self._counted(_problem_breach, "management"),
-        )(blueprint)
+        """One per-caller limit over every route of the management blueprint.
 
-    def _counted(
-        self, breach: Callable[[RequestLimit], Response], name: str
-    ) -> Callable[[RequestLimit], Response]:
-        """``breach``, also counted in the metrics (when they are on)."""
-        metrics = self.state.metrics
-        if metrics is None:
-            return breach
+        Counted by a ``before_request`` hook of the blueprint, so after every hook of the app
+        itself: the app's authorizer sees what those hooks set (a logged-in user on ``g``).
+        """
+        items = parse_many(self.state.settings.management_rate_limit)
 
-        def counted(limit: RequestLimit) -> Response:
-            metrics.limited(name)
-            return breach(limit)
+        def limit() -> Response | None:
+            if not self.enabled:
+                return None
+            key = (self.key_prefix, "m2m-management", _caller())
 
-        return counted
+            def hit(strategy: RateLimiter) -> tuple[RateLimitItem, float] | None:
+                over = next((i for i in items if not strategy.hit(i, *key)), None)
+                return None if over is None else (over, strategy.get_window_stats(over, *key)[0])
+
+            breach = self._counting(hit)
+            if breach is None:
+                return None
+            if self.state.metrics is not None:
+                self.state.metrics.limited("management")
+            return _problem_breach(*breach)
+
+        blueprint.before_request(limit)
 
 
 def _seconds_until(reset_at: float) -> str:
@@ -260,20 +267,14 @@ def _limit_headers(item: RateLimitItem, remaining: int, reset_at: float) -> list
     ]
 
 
-def _breach_headers(limit: RequestLimit) -> dict[str, str]:
-    headers = dict(_limit_headers(limit.limit, 0, limit.reset_at))
-    headers.update({"Retry-After": _seconds_until(limit.reset_at), "Cache-Control": "no-store"})
-    return headers
-
-
-def _problem_breach(limit: RequestLimit) -> Response:
+def _problem_breach(item: RateLimitItem, reset_at: float) -> Response:
     """429 as an RFC 9457 problem object, with ``Retry-After`` and ``X-RateLimit-*``."""
     body = {
         "type": "about:blank",
         "title": "Too Many Requests",
         "status": 429,
-        "detail": f"Rate limit exceeded: {limit.limit}. Retry later.",
+        "detail": f"Rate limit exceeded: {item}. Retry later.",
     }
-    return Response(
-        json.dumps(body), 429, _breach_headers(limit), mimetype="application/problem+json"
-    )
+    headers = dict(_limit_headers(item, 0, reset_at))
+    headers.update({"Retry-After": _seconds_until(reset_at), "Cache-Control": "no-store"})
+    return Response(json.dumps(body), 429, headers, mimetype="application/problem+json")

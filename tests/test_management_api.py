@@ -9,7 +9,7 @@ from typing import Any
 import jwt  # PyJWT, only to read token claims
 import pytest
 from conftest import basic_auth, bearer, fetch_token, register
-from flask import Flask, request
+from flask import Flask, abort, request, session
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
@@ -220,6 +220,8 @@ CREATE_ERRORS = [
     ({"expires_in_days": "x"}, "expires_in_days"), ({"expires_in_days": 10**9}, "expires_in_days"),
     ({"expires_in_days": 1.5}, "expires_in_days"), ({"metadata": [1]}, "metadata"),
     ({"rate_limit": "lots"}, "rate_limit"), ({"rate_limit": 10}, "rate_limit"),
+    ({"rate_limit": "5/999999999 years"}, "rate_limit"),  # a window Redis cannot expire
+    ({"rate_limit": "10/second;1/2 years"}, "rate_limit"),
     ({"access_token_expires_in": "soon"}, "access_token_expires_in"),
     ({"access_token_expires_in": 300.5}, "access_token_expires_in"),
     ({"secret_label": "nul\x00"}, "secret_label"), ({"unknown": 1}, "unknown"),
@@ -461,6 +463,7 @@ POLICY_CREATE = [
     (LIFETIME, NAMED, "expires_in_days"), (LIFETIME, {**NAMED, "expires_in_days": 30}, None),
     ({}, {**NAMED, "rate_limit": "10/minute"}, None),
     ({}, {**NAMED, "rate_limit": "10 per fortnight"}, "rate_limit"),
+    ({}, {**NAMED, "rate_limit": "10/second;1000/year"}, None),
     ({}, {**NAMED, "access_token_expires_in": 59}, "access_token_expires_in"),
     (TOKEN_BOUNDS, {**NAMED, "access_token_expires_in": 60}, "access_token_expires_in"),
     (TOKEN_BOUNDS, {**NAMED, "access_token_expires_in": 601}, "access_token_expires_in"),
@@ -606,3 +609,109 @@ def test_filters(client: FlaskClient, headers: dict[str, str]) -> None:
     assert listed(client, headers, "expired=true") == [old]
     assert set(listed(client, headers, "expired=false")) == everyone - {old}
     assert listed(client, headers, "expired=false&disabled=true") == [off]
+
+
+# -- cross-site requests -----------------------------------------------------------------------
+#: Every management route that takes a body.
+BODY_ROUTES = [("POST", "/m2m/clients"), ("PATCH", "/m2m/clients/{id}"),
+               ("PUT", "/m2m/clients/{id}"), ("POST", "/m2m/clients/{id}/secret")]
+#: What an HTML form on another site can send without a CORS preflight (WHATWG Fetch
+#: "CORS-safelisted request-header" Content-Type values), and no Content-Type at all.
+CROSS_SITE_BODIES = {
+    "form": ("application/x-www-form-urlencoded", "name=x&grace_period_seconds=0"),
+    "empty-form": ("application/x-www-form-urlencoded", ""),
+    "multipart": ("multipart/form-data; boundary=b",
+                  '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n'),
+    "text-plain": ("text/plain", '{"name": "x", "grace_period_seconds": 0}'),
+    "text-plain-empty": ("text/plain", ""),
+    "no-type": (None, '{"name": "x"}'),
+    "no-type-empty": (None, ""),
+}
+
+
+def assert_untouched(app: Flask, c: FlaskClient, headers: dict[str, str],
+                     made: dict[str, Any], before: tuple[tuple[int, ...], Any]) -> None:
+    """No row was written, the client is as it was, and its secret still gets a token."""
+    rows, shown = before
+    assert counts(app) == rows
+    assert c.get(f"/m2m/clients/{made['client_id']}", headers=headers).get_json() == shown
+    assert token_response(c, made).status_code == 200
+
+
+@pytest.mark.parametrize("kind", list(CROSS_SITE_BODIES))
+@pytest.mark.parametrize(("method", "route"), BODY_ROUTES)
+def test_body_routes_take_only_json(
+    app: Flask, client: FlaskClient, headers: dict[str, str], method: str, route: str, kind: str
+) -> None:
+    """POST, PUT and PATCH bodies must be application/json (RFC 8259 §11): a form-encoded,
+    multipart or text/plain body, or none without a Content-Type, is a 415 RFC 9457 problem
+    (RFC 9110 §15.5.16) and changes nothing; the old secret keeps working."""
+    made = create(client, headers)
+    url = route.format(id=made["client_id"])
+    content_type, raw = CROSS_SITE_BODIES[kind]
+    before = counts(app), client.get(f"/m2m/clients/{made['client_id']}", headers=headers)
+    response = client.open(url, method=method, data=raw, headers=headers,
+                           content_type=content_type)
+    assert_problem(response, 415)
+    assert_untouched(app, client, headers, made, (before[0], before[1].get_json()))
+
+
+@pytest.mark.parametrize(("method", "route"), BODY_ROUTES[1:])
+def test_empty_json_object_is_accepted(
+    client: FlaskClient, headers: dict[str, str], method: str, route: str
+) -> None:
+    """``{}`` as application/json is a valid body: no change, or a rotation with no grace."""
+    made = create(client, headers)
+    response = client.open(route.format(id=made["client_id"]), method=method, json={},
+                           headers=headers)
+    assert response.status_code == 200, response.get_json()
+
+
+def test_secret_route_takes_an_empty_json_body(
+    client: FlaskClient, headers: dict[str, str]
+) -> None:
+    """POST /clients/<id>/secret with no body but Content-Type application/json is ``{}``:
+    a new secret, and the old one stops at once (no grace period)."""
+    made = create(client, headers)
+    response = client.post(f"/m2m/clients/{made['client_id']}/secret", data=b"",
+                           headers=headers, content_type="application/json")
+    assert response.status_code == 200, response.get_json()
+    assert token_response(client, made).status_code == 401
+    new = {**made, "client_secret": response.get_json()["client_secret"]}
+    assert token_response(client, new).status_code == 200
+
+
+def test_cookie_authorizer_refuses_cross_site_forms(app_factory: Factory) -> None:
+    """With a session-cookie authorizer (as with Flask-Login), what a form on another site can
+    send (the browser adds the cookie) is refused with 415 on every body route, and the
+    client's secret keeps working; the same calls as JSON, which a browser sends cross-site
+    only after a CORS preflight, go through. DELETE has no body and is unchanged."""
+    app = app_factory()
+    app.secret_key = "session-key-0123456789abcdef0123"
+
+    @get_state(app).extension.management_authorizer
+    def from_session() -> Any:
+        return f"user:{session['user']}" if session.get("user") else abort(401)
+
+    @app.post("/login")
+    def login() -> str:
+        session["user"] = "alice"
+        return "ok"
+
+    browser = app.test_client()
+    assert_problem(browser.post("/m2m/clients", json={"name": "x"}), 401)
+    assert_problem(browser.post("/m2m/clients", data={"name": "x"}), 401)  # 401 before 415
+    browser.post("/login")
+    made = create(browser, {})
+    path = f"/m2m/clients/{made['client_id']}"
+    before = counts(app), browser.get(path).get_json()
+    cross_site = {"Origin": "https://evil.test", "Referer": "https://evil.test/page"}
+    for method, route in BODY_ROUTES:
+        for content_type, raw in CROSS_SITE_BODIES.values():
+            response = browser.open(route.format(id=made["client_id"]), method=method,
+                                    data=raw, content_type=content_type, headers=cross_site)
+            assert_problem(response, 415)
+    assert_untouched(app, browser, {}, made, before)
+    assert browser.post(f"{path}/secret", json={"grace_period_seconds": 60}).status_code == 200
+    assert browser.patch(path, json={"name": "renamed"}).get_json()["name"] == "renamed"
+    assert browser.delete(path).status_code == 204

@@ -12,8 +12,16 @@ import schemathesis
 from conftest import DATABASE_URL, SECRET_KEY, bearer, fetch_token, register
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    positive_data_acceptance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from example import create_app
 
@@ -32,6 +40,8 @@ def example_app(tmp_path: Path) -> Any:
             "SECRET_KEY": SECRET_KEY,
             "M2M_ISSUER": "https://issuer.test",
             "TESTING": True,
+            # One admin sends every example: a whole run must fit in its management quota.
+            "M2M_MANAGEMENT_RATE_LIMIT": "100000/minute",
         }
     )
     admin = register(app, "m2m:admin read write")
@@ -67,6 +77,22 @@ def test_document_validates(app: Flask) -> None:
     assert "client_secret" not in document["components"]["schemas"]["Client"]["properties"]
 
 
+def test_management_bodies_are_required_json(app: Flask) -> None:
+    """Every management POST, PUT and PATCH takes a required application/json body, as the
+    server demands (415 otherwise), the secret rotation included."""
+    document = app.test_client().get("/m2m/openapi.json").get_json()
+    bodies = {
+        (method, path): operation["requestBody"]
+        for path, item in document["paths"].items()
+        if path.startswith("/m2m/clients")
+        for method, operation in item.items()
+        if method in ("post", "put", "patch")
+    }
+    assert ("post", "/m2m/clients/{client_id}/secret") in bodies and len(bodies) == 4
+    for body in bodies.values():
+        assert body["required"] is True and list(body["content"]) == ["application/json"]
+
+
 def test_document_follows_prefix(app_factory: Any) -> None:
     """The document uses the configured ``M2M_URL_PREFIX`` and drops management when it is off."""
     app = app_factory(M2M_URL_PREFIX="/auth", M2M_MANAGEMENT_ENABLED=True)
@@ -74,18 +100,37 @@ def test_document_follows_prefix(app_factory: Any) -> None:
     assert "/auth/clients" in paths and "/auth/token" in paths
 
 
-def test_schemathesis_finds_no_server_error(example_app: Any) -> None:
+#: Checks of the responses to data that does not fit the document. Not
+#: ``negative_data_rejection``: the admin's Authorization header, sent with every example,
+#: makes some of schemathesis' "invalid" requests (no Authorization) valid ones.
+NEGATIVE_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_schemathesis_finds_no_server_error(example_app: Any, mode: GenerationMode) -> None:
     """Every operation of the document, fed generated data by schemathesis with an admin token,
-    answers without a 5xx and with responses that match the document."""
+    answers without a 5xx and with responses that match the document: data that fits the
+    document (positive) and data that does not (negative: wrong types, missing or unknown
+    fields, out-of-range values), which must get a documented 4xx."""
     app, headers = example_app
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schemathesis' own deprecation notices
         schema = schemathesis.openapi.from_wsgi("/m2m/openapi.json", app)
     failures: list[str] = []
+    examples: dict[str, int] = {}
     for result in schema.get_all_operations():
         operation = result.ok()
+        inputs = (operation.path_parameters, operation.query, operation.body)
+        if mode is GenerationMode.NEGATIVE and not any(len(i) for i in inputs):
+            continue  # nothing to get wrong (the JWKS and the metadata document)
+        examples[operation.label] = 0
 
-        @given(case=operation.as_strategy())
+        @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
             max_examples=MAX_EXAMPLES,
             derandomize=MAX_EXAMPLES == 25,
@@ -94,13 +139,20 @@ def test_schemathesis_finds_no_server_error(example_app: Any) -> None:
             suppress_health_check=list(HealthCheck),
         )
         def check(case: Any) -> None:
-            # Cursors are opaque: a schema-valid string need not be a cursor this server made.
-            case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
+            examples[case.operation.label] += 1
+            if mode is GenerationMode.NEGATIVE:
+                case.call_and_validate(headers=headers, checks=NEGATIVE_CHECKS)
+            else:
+                # Cursors are opaque: a schema-valid string need not be one this server made.
+                case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 check()
+            except Unsatisfiable:
+                failures.append(f"{operation.label}: no {mode} example could be made")
             except Exception as exc:  # schemathesis' report; go on with the other operations
                 failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)
+    assert len(examples) >= 14 and all(examples.values()), examples

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from conftest import RATELIMIT_STORAGE_URI, basic_auth, bearer, fetch_token, make_app, register
-from flask import Flask
+from flask import Flask, abort, g, request
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.exc import OperationalError
 
 from flask_m2m import ConfigurationError, audit, signals
 from flask_m2m.extension import get_state
@@ -93,15 +95,200 @@ def test_failed_authentication_limit_per_address(app_factory: Callable[..., Flas
     assert other.status_code == 401
 
 
-def test_management_limit_per_caller(app_factory: Callable[..., Flask]) -> None:
-    """The management API is limited per caller; a 429 there is an RFC 9457 problem."""
-    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT="2/minute")
+#: Junk credentials of request ``i``: each request sends another value.
+JUNK: dict[str, Callable[[int], dict[str, str]]] = {
+    "bearer": lambda i: bearer(f"junk-{i}"),
+    "jwt-shaped": lambda i: bearer(f"eyJhbGciOiJub25lIn0.eyJpIjo{i}fQ.sig"),
+    "basic": lambda i: basic_auth(f"m2m_junk{i}", "secret"),
+    "other-scheme": lambda i: {"Authorization": f"Digest nonce={i}"},
+    "none": lambda i: {},
+}
+LIMIT = 3
+
+
+@pytest.mark.parametrize("kind", list(JUNK))
+def test_management_junk_credentials_share_the_address_quota(
+    app_factory: Callable[..., Flask], kind: str
+) -> None:
+    """A caller that fails to authorize is counted per address, whatever it sends: a
+    different junk Authorization value on each request gets no fresh quota. Until the
+    address is over the limit, each gets its RFC 6750 §3.1 401; then an RFC 9457 429."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
     c = app.test_client()
-    first = bearer(fetch_token(c, register(app, "m2m:admin")))
-    second = bearer(fetch_token(c, register(app, "m2m:admin")))
-    assert [c.get("/m2m/clients", headers=first).status_code for _ in range(2)] == [200, 200]
+    statuses = [c.get("/m2m/clients", headers=JUNK[kind](i)).status_code for i in range(LIMIT)]
+    assert statuses == [401] * LIMIT
+    assert_429(c.get("/m2m/clients", headers=JUNK[kind](LIMIT)), problem=True)
+    assert_429(c.post("/m2m/clients", json={"name": "x"}, headers=JUNK[kind](99)), problem=True)
+
+
+def test_management_refused_forms_are_counted(app_factory: Callable[..., Flask]) -> None:
+    """A form POST is counted like any other call before its 401 (or 415) answer."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+    c = app.test_client()
+    forms = [c.post("/m2m/clients", data={"name": "x"}, headers=bearer(f"junk-{i}"))
+             for i in range(LIMIT + 1)]
+    assert [r.status_code for r in forms] == [401] * LIMIT + [429]
+    admin = bearer(fetch_token(c, register(app, "m2m:admin")))
+    forms = [c.post("/m2m/clients", data={"name": "x"}, headers=admin) for _ in range(LIMIT + 1)]
+    assert [r.status_code for r in forms] == [415] * LIMIT + [429]
+
+
+def test_management_tokens_without_admin_scope_share_the_address_quota(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """Valid tokens lacking m2m:admin (403 insufficient_scope) are failed calls too: counted
+    per address, however many clients they come from."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+    c = app.test_client()
+    tokens = [bearer(fetch_token(c, register(app, "read"))) for _ in range(LIMIT + 1)]
+    assert [c.get("/m2m/clients", headers=t).status_code for t in tokens[:LIMIT]] == [403] * 3
+    assert_429(c.get("/m2m/clients", headers=tokens[LIMIT]), problem=True)
+
+
+def test_management_limit_per_principal(app_factory: Callable[..., Flask]) -> None:
+    """An admin client is counted as itself: each admin gets its full quota, and a new token
+    of the same client gets none more. A 429 there is an RFC 9457 problem."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+    c = app.test_client()
+    first_admin, second_admin = register(app, "m2m:admin"), register(app, "m2m:admin")
+    first = bearer(fetch_token(c, first_admin))
+    assert [c.get("/m2m/clients", headers=first).status_code for _ in range(LIMIT)] == [200] * 3
     assert_429(c.get("/m2m/clients", headers=first), problem=True)
-    assert c.get("/m2m/clients", headers=second).status_code == 200
+    again = bearer(fetch_token(c, first_admin))
+    assert again != first
+    assert_429(c.get("/m2m/clients", headers=again), problem=True)
+    second = bearer(fetch_token(c, second_admin))
+    assert [c.get("/m2m/clients", headers=second).status_code for _ in range(LIMIT)] == [200] * 3
+    assert_429(c.get("/m2m/clients", headers=second), problem=True)
+
+
+def test_junk_from_another_address_does_not_starve_an_admin(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """Junk requests spend their own address's quota, not an admin's: the admin keeps its
+    full quota, from its address and from the junk one alike."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+    c = app.test_client()
+    admin = bearer(fetch_token(c, register(app, "m2m:admin")))
+    attacker, own = {"REMOTE_ADDR": "203.0.113.7"}, {"REMOTE_ADDR": "198.51.100.1"}
+    junk = [c.get("/m2m/clients", headers=bearer(f"junk-{i}"), environ_base=attacker)
+            for i in range(LIMIT + 5)]
+    assert [r.status_code for r in junk] == [401] * LIMIT + [429] * 5
+    assert c.get("/m2m/clients", environ_base=own).status_code == 401  # its own address
+    statuses = [c.get("/m2m/clients", headers=admin, environ_base=where).status_code
+                for where in (own, attacker, own)]
+    assert statuses == [200] * LIMIT
+
+
+def test_custom_authorizer_refusals_are_counted_per_address(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """An authorizer's own ``abort(401)`` stays a 401 and its False a 403 (not a 429 or a
+    500) until the address is over the limit; its principals each get their own quota. It
+    is asked once per request, by the limit, and the view uses that answer."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+    asked: list[str] = []
+
+    @get_state(app).extension.management_authorizer
+    def who() -> Any:
+        user = request.headers.get("X-User", "")
+        asked.append(user)
+        if not user:
+            abort(401)
+        return f"user:{user}" if user != "mallory" else False
+
+    c = app.test_client()
+    nobody = [c.get("/m2m/clients").status_code for _ in range(LIMIT + 1)]
+    assert nobody == [401] * LIMIT + [429]
+    assert asked == [""] * (LIMIT + 1)
+    elsewhere = {"REMOTE_ADDR": "203.0.113.8"}
+    mallory = [c.get("/m2m/clients", headers={"X-User": "mallory"}, environ_base=elsewhere)
+               for _ in range(LIMIT + 1)]
+    assert [r.status_code for r in mallory] == [403] * LIMIT + [429]
+    for user in ("alice", "bob"):
+        ok = [c.get("/m2m/clients", headers={"X-User": user}).status_code for _ in range(LIMIT)]
+        assert ok == [200] * LIMIT
+        assert_429(c.get("/m2m/clients", headers={"X-User": user}), problem=True)
+    assert len(asked) == 4 * (LIMIT + 1)
+
+
+def test_authorizer_outage_is_a_503_counted_per_address(
+    app_factory: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An authorizer that cannot reach its database gives the management API's 503 problem,
+    as it does without a limit; the limit counts it per address and goes on working (its
+    storage is not taken for unreachable)."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+
+    @get_state(app).extension.management_authorizer
+    def who() -> Any:
+        if request.headers.get("X-User"):
+            return "user:" + request.headers["X-User"]
+        raise OperationalError("SELECT 1", {}, Exception("database down"))
+
+    c = app.test_client()
+    statuses = [c.get("/m2m/clients").status_code for _ in range(LIMIT + 1)]
+    assert statuses == [503] * LIMIT + [429]
+    assert c.get("/m2m/clients", headers={"X-User": "alice"}).status_code == 200
+    assert "storage unreachable" not in caplog.text
+
+
+def test_authorizer_sees_what_the_apps_own_hooks_set(app_factory: Callable[..., Flask]) -> None:
+    """The limit authorizes the caller after every ``before_request`` function of the app,
+    also those registered after flask-m2m (the Flask tutorial loads ``g.user`` in one): the
+    authorizer sees the user, and the user gets its own quota."""
+    app = app_factory(M2M_MANAGEMENT_RATE_LIMIT=f"{LIMIT}/minute")
+
+    @app.before_request
+    def load_user() -> None:
+        g.user = request.headers.get("X-User")
+
+    @get_state(app).extension.management_authorizer
+    def who() -> Any:
+        return f"user:{g.user}" if g.user else abort(401)
+
+    c = app.test_client()
+    for user in ("alice", "bob"):
+        ok = [c.get("/m2m/clients", headers={"X-User": user}).status_code for _ in range(LIMIT)]
+        assert ok == [200] * LIMIT
+    assert [c.get("/m2m/clients").status_code for _ in range(LIMIT + 1)] == [401] * LIMIT + [429]
+
+
+def test_management_breaches_are_counted_in_the_metrics(app_factory: Callable[..., Flask]) -> None:
+    """Each management 429 adds one to ``m2m_rate_limit_hits_total{limit="management"}``."""
+    app = app_factory(M2M_METRICS_ENABLED=True, M2M_MANAGEMENT_RATE_LIMIT="1/minute")
+    c = app.test_client()
+
+    def hits() -> float:
+        for family in text_string_to_metric_families(c.get("/metrics").get_data(as_text=True)):
+            for sample in family.samples:
+                if sample.name == "m2m_rate_limit_hits_total" and sample.labels == {
+                    "limit": "management", "mode": "enforce"}:
+                    return float(sample.value)
+        return 0.0
+
+    before = hits()
+    assert [c.get("/m2m/clients").status_code for _ in range(3)] == [401, 429, 429]
+    assert hits() == before + 2
+
+
+def test_management_without_limits_authorizes_in_the_view(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """With ``RATELIMIT_ENABLED = False`` the view authorizes the caller itself, once."""
+    app = app_factory(RATELIMIT_ENABLED=False, M2M_MANAGEMENT_RATE_LIMIT="1/minute")
+    asked: list[int] = []
+
+    @get_state(app).extension.management_authorizer
+    def who() -> Any:
+        asked.append(1)
+        return "user:alice" if request.headers.get("X-User") else abort(401)
+
+    c = app.test_client()
+    assert [c.get("/m2m/clients").status_code for _ in range(3)] == [401] * 3
+    alice = {"X-User": "alice"}
+    assert [c.get("/m2m/clients", headers=alice).status_code for _ in range(3)] == [200] * 3
+    assert len(asked) == 6
 
 
 def test_host_app_limits_are_not_applied_twice(app_factory: Callable[..., Flask]) -> None:

@@ -169,8 +169,9 @@ def test_rotation_without_grace(app: Flask, client: FlaskClient, admin: Any) -> 
     for text in texts:
         for hidden in [old, body["client_secret"], *stored(app, "secret_hash")]:
             assert hidden not in text
-    # An empty body means grace 0 as well.
-    again = client.post(f"/m2m/clients/{cid}/secret", headers=headers)
+    # An empty body (sent as JSON: the API takes no other type) means grace 0 as well.
+    again = client.post(f"/m2m/clients/{cid}/secret", headers=headers,
+                        content_type="application/json")
     assert again.status_code == 200
     assert not works(client, cid, body["client_secret"])
 

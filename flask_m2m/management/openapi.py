@@ -100,8 +100,9 @@ def _problems(*codes: int) -> dict[str, Any]:
     }
 
 
-def _body(name: str, media: str = "application/json", required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {media: {"schema": _ref(name)}}}
+def _body(name: str, media: str = "application/json") -> dict[str, Any]:
+    """A required request body (every management body must be JSON, even an empty one)."""
+    return {"required": True, "content": {media: {"schema": _ref(name)}}}
 
 
 _CLIENT_ID = {"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -169,7 +170,7 @@ def _management_paths(spec: APISpec, prefix: str) -> None:
             "post": {
                 **secured,
                 "summary": "Add a secret; older ones keep working for grace_period_seconds.",
-                "requestBody": _body("SecretCreate", required=False),
+                "requestBody": _body("SecretCreate"),
                 "responses": {
                     "200": _json("NewSecret", "The new secret, shown only here"),
                     **_problems(400, 404, 409, 415, 422, *_AUTH),

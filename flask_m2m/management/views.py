@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
 from .. import audit, clients
@@ -38,13 +38,46 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Scope a Bearer token needs to use the management API (unless an authorizer is set).
 ADMIN_SCOPE = "m2m:admin"
 
+#: Methods whose body must be JSON. An HTML form on another site can send only form-encoded,
+#: multipart or text/plain bodies without a CORS preflight, so none of these requests can
+#: come from one, even when the app's authorizer trusts a cookie the browser adds.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+#: Name on ``flask.g`` of the request's authorization outcome: a principal or an exception.
+_OUTCOME = "_m2m_management_caller"
+
 
 def authorize() -> str:
     """The acting principal, from the app's authorizer or an ``m2m:admin`` Bearer token.
 
+    Decided once per request: the management rate limit asks first, before the view (see
+    :func:`caller_principal`), and the view gets the same principal or the same error.
+
     :raises MissingToken, InvalidToken, InsufficientScope: (401/403) for token callers.
     :raises Forbidden: when the app's authorizer refuses.
     """
+    outcome = g.get(_OUTCOME)
+    if outcome is None:
+        try:
+            outcome = _authorize()
+        except Exception as exc:  # kept, to surface in the view as if raised there
+            outcome = exc
+        setattr(g, _OUTCOME, outcome)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return str(outcome)
+
+
+def caller_principal() -> str | None:
+    """The principal of the caller, or None when it may not manage clients (the refusal is
+    kept for the view)."""
+    try:
+        return authorize()
+    except Exception:
+        return None
+
+
+def _authorize() -> str:
     state = get_state()
     authorizer = state.management_authorizer()
     if authorizer is not None:
@@ -57,24 +90,33 @@ def authorize() -> str:
 
 
 def managed(view: Callable[P, R]) -> Callable[P, R]:
-    """Authorize the caller and name it as the actor of any audit row the view writes."""
+    """Authorize the caller, name it as the actor of any audit row the view writes, and
+    refuse a POST, PUT or PATCH whose body is not ``application/json`` (415): the one place
+    of that rule, after authorization, so a caller who may not manage clients gets its
+    401 or 403 instead."""
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         audit.set_actor(authorize())
+        if request.method in BODY_METHODS and not request.is_json:
+            raise UnsupportedMediaType("Send the body as application/json.")
         return view(*args, **kwargs)
 
     return wrapper
 
 
-def _json_body() -> Any:
-    """The request's JSON body: 415 for another media type, 413 when too large, 400 when
-    unreadable."""
-    if not request.is_json:
-        raise UnsupportedMediaType("Send the body as application/json.")
+def _json_body(empty: dict[str, Any] | None = None) -> Any:
+    """The request's JSON body (its media type is checked by :func:`managed`): 413 when too
+    large, 400 when unreadable.
+
+    :param empty: what an empty body stands for; without it, an empty body is a 400.
+    """
     request.max_content_length = MAX_BODY_BYTES
+    data = request.get_data(cache=True)
+    if not data and empty is not None:
+        return empty
     try:
-        return json.loads(request.get_data(cache=True), parse_constant=_refuse_constant)
+        return json.loads(data, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # also NaN/Infinity, which JSON does not have
         raise BadRequest("The body is not valid JSON.") from None
 
@@ -127,7 +169,7 @@ def delete_client(client_id: str) -> Response:
 
 @managed
 def add_secret(client_id: str) -> tuple[Response, int]:
-    data = SecretCreateSchema().load(_json_body() if request.content_length else {})
+    data = SecretCreateSchema().load(_json_body(empty={}))
     client, issued = clients.rotate_secret(get_state(), client_id, **data)
     return jsonify(NewSecretSchema().dump(issued.as_dict())), 200
 
