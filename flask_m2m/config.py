@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     #: Refuse protocol requests over plain HTTP, except to a loopback host (400
     #: ``invalid_request``); None: on unless the app is in debug or testing mode.
     "M2M_REQUIRE_HTTPS": None,
+    #: Largest unread body read and thrown away after an early refusal, so that the
+    #: keep-alive connection stays usable; a larger body is left to the server (which closes
+    #: the connection). 0: never read.
+    "M2M_MAX_DISCARD_BYTES": 1048576,
     #: Register the ``flask m2m`` CLI group.
     "M2M_ENABLE_CLI": True,
     #: Default per-client limit on the token endpoint (a client's ``rate_limit`` overrides it).
@@ -128,6 +132,7 @@ class Settings:
     token_cache_size: int
     max_request_bytes: int
     require_https: bool | None
+    max_discard_bytes: int
     enable_cli: bool
     management_enabled: bool
     token_rate_limit: str
@@ -277,6 +282,7 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
         token_cache_size=positive_int("M2M_TOKEN_CACHE_SIZE", 0),
         max_request_bytes=positive_int("M2M_MAX_REQUEST_BYTES", 1024),
         require_https=optional_bool("M2M_REQUIRE_HTTPS"),
+        max_discard_bytes=positive_int("M2M_MAX_DISCARD_BYTES", 0),
         enable_cli=bool(get("M2M_ENABLE_CLI")),
         management_enabled=bool(get("M2M_MANAGEMENT_ENABLED")),
         token_rate_limit=limit_string("M2M_TOKEN_RATE_LIMIT"),

@@ -12,6 +12,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .bodies import discard_unread_body
 from .errors import TemporarilyUnavailable
 from .grants import AUTH_METHODS
 from .outages import OUTAGE_ERRORS, log_outage
@@ -222,5 +223,6 @@ def create_blueprint(url_prefix: str, limits: RateLimits) -> Blueprint:
     bp.add_url_rule(METADATA_PATH, view_func=metadata, methods=["GET"])
     for error in OUTAGE_ERRORS:
         bp.register_error_handler(error, _unavailable)
+    bp.after_request(discard_unread_body)  # an early refusal leaves the connection usable
     return bp
 
