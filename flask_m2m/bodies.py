@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from flask import Response, current_app, request
+from flask import Request, Response, current_app, request
 from werkzeug.wsgi import LimitedStream
 
 from .config import DEFAULTS
@@ -32,20 +32,29 @@ class _Readable(Protocol):
 def discard_unread_body(response: Response) -> Response:
     """``after_request`` hook: :func:`discard_body` with the app's ``M2M_MAX_DISCARD_BYTES``
     (its default if flask-m2m is not initialised on the app); ``response`` is unchanged."""
-    if not _read_to_the_end():
+    if _may_be_unread(_current_request()):
         state = current_app.extensions.get("m2m")
         default: int = DEFAULTS["M2M_MAX_DISCARD_BYTES"]
         discard_body(default if state is None else state.settings.max_discard_bytes)
     return response
 
 
-def _read_to_the_end() -> bool:
-    """The cheap check first: ``get_data()`` has read a body of known length to its end (a
-    chunked one it may have cut at ``max_content_length``)."""
-    return (
-        getattr(request, "_cached_data", None) is not None
-        and "HTTP_TRANSFER_ENCODING" not in request.environ
-    )
+def _current_request() -> Request:
+    """The request object itself: each attribute read through the ``request`` proxy costs
+    about as much as this whole check."""
+    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    return current
+
+
+def _may_be_unread(current: Request) -> bool:
+    """The cheap check first: False when the request has no body, or when ``get_data()`` has
+    read it to its end (a body of known length: a chunked one it may have cut short)."""
+    environ = current.environ
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        return True
+    if environ.get("CONTENT_LENGTH", "") in ("", "0"):
+        return False
+    return getattr(current, "_cached_data", None) is None
 
 
 def discard_body(max_bytes: int) -> None:
@@ -56,21 +65,22 @@ def discard_body(max_bytes: int) -> None:
     ``max_bytes`` of it have been read in all. Nothing is read past ``Content-Length``. Never
     raises: a client that goes away in the middle of its body just ends the reading.
     """
-    if _read_to_the_end():
+    current = _current_request()
+    if not _may_be_unread(current):
         return
-    length = request.content_length
+    length = current.content_length
     if length is None:
-        if "chunked" not in request.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        if "chunked" not in current.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             return  # no body
     elif length == 0 or length > max_bytes:
         return
-    stream = request.__dict__.get("stream")  # the request's stream, if anything built it
+    stream = current.__dict__.get("stream")  # the request's stream, if anything built it
     read = stream.tell() if isinstance(stream, LimitedStream) else 0
     budget = (max_bytes if length is None else length) - read
     if budget <= 0:
         return  # read to its end already (or, chunked, up to the bound)
     try:
-        source = _unread_part(stream, length, max_bytes)
+        source = _unread_part(current, stream, length, max_bytes)
         while source is not None and budget > 0:
             chunk = source.read(min(CHUNK_BYTES, budget))
             if not chunk:
@@ -83,9 +93,11 @@ def discard_body(max_bytes: int) -> None:
         current_app.logger.debug("flask-m2m: the unread request body could not be read.")
 
 
-def _unread_part(stream: Any, length: int | None, max_bytes: int) -> _Readable | None:
+def _unread_part(
+    current: Request, stream: Any, length: int | None, max_bytes: int
+) -> _Readable | None:
     """Where the rest of the body can be read without reading past its end, or None."""
-    environ = request.environ
+    environ = current.environ
     if "wsgi.input_terminated" in environ:
         # The server ends this stream where the body ends; whatever was read through a
         # wrapper of it (request.stream) was taken from it too.
@@ -96,6 +108,6 @@ def _unread_part(stream: Any, length: int | None, max_bytes: int) -> _Readable |
     if stream is None:
         # Built now, at most Content-Length bytes. A max_content_length below the length
         # would make building it raise 413: the bound is raised first (length <= max_bytes).
-        request.max_content_length = max(max_bytes, length)
-        stream = request.stream
+        current.max_content_length = max(max_bytes, length)
+        stream = current.stream
     return stream if isinstance(stream, LimitedStream) else None
