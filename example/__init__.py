@@ -3,6 +3,12 @@
 Run it with ``flask --app example run`` (or ``python3 dev.py example``). Configuration comes
 from ``FLASK_*`` environment variables, e.g. ``FLASK_SQLALCHEMY_DATABASE_URI``. An admin console
 (``example.console``, needs the ``example`` extra) is served at ``/console``.
+
+Behind a reverse proxy that terminates TLS, set ``EXAMPLE_PROXY_FIX`` to the number of proxies
+in front of the app (``FLASK_EXAMPLE_PROXY_FIX=1``): the app is then wrapped in werkzeug's
+``ProxyFix`` trusting that many hops of ``X-Forwarded-For``, ``-Proto``, ``-Host`` and
+``-Prefix``, so that it sees the client's address and ``https``. Only set it when such a proxy
+is really in front: a client reaching the app directly could claim any of those values.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_m2m import M2M, clients, current_token, require_scope
 from flask_m2m.extension import get_state
@@ -74,6 +81,11 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
     app.config.update(config or {})
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
+    hops = int(app.config.get("EXAMPLE_PROXY_FIX", 0))
+    if hops:  # see the module docstring
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops
+        )
 
     db.init_app(app)
     _private_sqlite_file(app)

@@ -47,6 +47,13 @@ DEFAULTS: dict[str, Any] = {
     "M2M_TOKEN_CACHE_SIZE": 10000,
     #: Largest accepted body of a protocol request, in bytes.
     "M2M_MAX_REQUEST_BYTES": 16384,
+    #: Refuse protocol requests over plain HTTP, except to a loopback host (400
+    #: ``invalid_request``); None: on unless the app is in debug or testing mode.
+    "M2M_REQUIRE_HTTPS": None,
+    #: Largest unread body read and thrown away after an early refusal, so that the
+    #: keep-alive connection stays usable; a larger body is left to the server (which closes
+    #: the connection). 0: never read.
+    "M2M_MAX_DISCARD_BYTES": 1048576,
     #: Register the ``flask m2m`` CLI group.
     "M2M_ENABLE_CLI": True,
     #: Default per-client limit on the token endpoint (a client's ``rate_limit`` overrides it).
@@ -111,6 +118,11 @@ MIN_MASTER_SECRET_BYTES = 16
 MIN_MASTER_SECRET_BITS = 64
 #: Master secrets shorter than this are accepted with a warning.
 GOOD_MASTER_SECRET_BYTES = 32
+#: How a boolean key may be spelled in a string (an environment variable, for instance).
+BOOL_WORDS = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +144,8 @@ class Settings:
     key_refresh_seconds: float
     token_cache_size: int
     max_request_bytes: int
+    require_https: bool | None
+    max_discard_bytes: int
     enable_cli: bool
     management_enabled: bool
     token_rate_limit: str
@@ -263,6 +277,15 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
     def optional_int(key: str, minimum: int = 1) -> int | None:
         return None if get(key) is None else positive_int(key, minimum)
 
+    def optional_bool(key: str) -> bool | None:
+        value = get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in BOOL_WORDS:
+            return BOOL_WORDS[word]
+        raise ConfigurationError(f"{key} must be true, false or None, got {value!r}.")
+
     allowed_scopes = get("M2M_ALLOWED_SCOPES")
     if isinstance(allowed_scopes, str):
         allowed_scopes = allowed_scopes.split()
@@ -318,6 +341,8 @@ def load_settings(app: Flask, overrides: dict[str, Any]) -> Settings:
         key_refresh_seconds=float(positive_int("M2M_KEY_REFRESH_SECONDS", 1)),
         token_cache_size=positive_int("M2M_TOKEN_CACHE_SIZE", 0),
         max_request_bytes=positive_int("M2M_MAX_REQUEST_BYTES", 1024),
+        require_https=optional_bool("M2M_REQUIRE_HTTPS"),
+        max_discard_bytes=positive_int("M2M_MAX_DISCARD_BYTES", 0),
         enable_cli=bool(get("M2M_ENABLE_CLI")),
         management_enabled=bool(get("M2M_MANAGEMENT_ENABLED")),
         token_rate_limit=limit_string("M2M_TOKEN_RATE_LIMIT"),

@@ -12,10 +12,12 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .bodies import discard_unread_body
 from .errors import TemporarilyUnavailable
 from .grants import AUTH_METHODS
 from .outages import OUTAGE_ERRORS, log_outage
 from .tokens import AccessToken, TokenRejected
+from .transport import insecure_transport
 
 if TYPE_CHECKING:
     from .extension import M2MState
@@ -98,8 +100,13 @@ def _too_large() -> Response:
 
 
 def _refuse_bad_form() -> Response | None:
-    """The checks every protocol POST passes before Authlib sees it (RFC 6749 §3.2, §4.4.2)."""
-    limit = _state().settings.max_request_bytes
+    """The checks every protocol POST passes before Authlib sees it (RFC 6749 §1.6, §3.2,
+    §4.4.2): the transport first, then the method, the size and the form itself."""
+    settings = _state().settings
+    insecure = insecure_transport(settings)
+    if insecure is not None:
+        return _oauth_error(insecure)
+    limit = settings.max_request_bytes
     if request.method != "POST":
         response = _oauth_error(InvalidRequestError("Use POST.", status_code=405))
         response.headers["Allow"] = "POST"
@@ -137,25 +144,34 @@ def token() -> Response:
         return refused
     if not request.form.get("grant_type"):
         return _oauth_error(InvalidRequestError("Missing grant_type."))
-    response: Response = _state().server.create_token_response()
+    try:
+        response: Response = _state().server.create_token_response()
+    except OAuth2Error as error:  # Authlib catches those of the grant only, not its setup's
+        return _oauth_error(error)
     response.headers.extend(g.pop("_m2m_limit_headers", ()))
+    return response
+
+
+def _endpoint_response(name: str) -> Response:
+    """Authlib's response of endpoint ``name``; any ``OAuth2Error`` as a §5.2 error."""
+    refused = _refuse_bad_form()
+    if refused is not None:
+        return refused
+    try:
+        response: Response = _state().server.create_endpoint_response(name)
+    except OAuth2Error as error:  # e.g. one raised while Authlib builds its request
+        return _oauth_error(error)
     return response
 
 
 def revoke() -> Response:
     """``POST {prefix}/revoke`` (RFC 7009)."""
-    response: Response = _refuse_bad_form() or _state().server.create_endpoint_response(
-        Revocation.ENDPOINT_NAME
-    )
-    return response
+    return _endpoint_response(Revocation.ENDPOINT_NAME)
 
 
 def introspect() -> Response:
     """``POST {prefix}/introspect`` (RFC 7662)."""
-    response: Response = _refuse_bad_form() or _state().server.create_endpoint_response(
-        Introspection.ENDPOINT_NAME
-    )
-    return response
+    return _endpoint_response(Introspection.ENDPOINT_NAME)
 
 
 def jwks() -> Response:
@@ -207,5 +223,6 @@ def create_blueprint(url_prefix: str, limits: RateLimits) -> Blueprint:
     bp.add_url_rule(METADATA_PATH, view_func=metadata, methods=["GET"])
     for error in OUTAGE_ERRORS:
         bp.register_error_handler(error, _unavailable)
+    bp.after_request(discard_unread_body)  # an early refusal leaves the connection usable
     return bp
 

@@ -26,6 +26,7 @@ from authlib.oauth2.rfc6749 import (
     InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
+    OAuth2Request,
     grants,
 )
 from flask import Response, current_app, g, has_app_context, json
@@ -65,8 +66,21 @@ class _FormPayload(FlaskOAuth2Payload):  # type: ignore[misc]
 
 
 class _FormRequest(FlaskOAuth2Request):  # type: ignore[misc]
+    """The request as Authlib sees it, built once its transport has been judged.
+
+    Authlib's constructor refuses an ``http://`` URI to a host other than a loopback one by
+    raising ``InsecureTransportError``. flask-m2m judges the transport itself, before this is
+    built (:mod:`flask_m2m.transport`, ``M2M_REQUIRE_HTTPS``), so the constructor is given a
+    placeholder ``https`` URI, which passes its check, and the request's real URL is set
+    right after. ``FlaskOAuth2Request.__init__`` is skipped: it would pass the real URL.
+    """
+
+    PLACEHOLDER_URI = "https://transport-checked.invalid/"
+
     def __init__(self, request: Any):
-        super().__init__(request)
+        OAuth2Request.__init__(self, request.method, self.PLACEHOLDER_URI, headers=request.headers)
+        self.uri = request.url
+        self._request = request
         self.payload = _FormPayload(request)
 
 

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, json
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from ..bodies import discard_unread_body
 from ..errors import InvalidClientData, TemporarilyUnavailable
 from ..outages import OUTAGE_ERRORS, log_outage
 from .views import register_routes
@@ -79,4 +80,5 @@ def create_management_blueprint(url_prefix: str) -> Blueprint:
     bp.register_error_handler(HTTPException, _http_error)
     for error in OUTAGE_ERRORS:
         bp.register_error_handler(error, _unavailable)
+    bp.after_request(discard_unread_body)  # an early refusal leaves the connection usable
     return bp
