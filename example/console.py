@@ -58,6 +58,7 @@ from flask_m2m import (
     audit,
     clients,
 )
+from flask_m2m.bodies import discard_unread_body
 from flask_m2m.credentials import CLIENT_ID_PATTERN
 from flask_m2m.extension import M2MState, get_state
 from flask_m2m.models import utcnow
@@ -87,6 +88,8 @@ bp = Blueprint(
     static_folder="static",
 )
 csrf = CSRFProtect()
+# An early refusal (CSRF failure, login required) leaves the connection usable.
+bp.after_request(discard_unread_body)
 login_manager = LoginManager()
 login_manager.login_view = "console.login"
 login_manager.login_message = ""  # the login page says what it is for

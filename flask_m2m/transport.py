@@ -1,18 +1,19 @@
 """Whether a protocol request came over an acceptable transport (RFC 6749 §1.6, §2.3.1, §3.2).
 
 The decision is flask-m2m's (``M2M_REQUIRE_HTTPS``), made before Authlib sees the request:
-HTTPS, or plain HTTP to a loopback host (``localhost``, 127.0.0.0/8, ``::1``), as Authlib's
-:func:`~authlib.common.security.is_secure_transport` judges the request URL. That URL's host
+HTTPS, or plain HTTP to a loopback host (``localhost``, 127.0.0.0/8, ``::1``), judged from the
+request URL (the same rule on every Authlib version; older ones knew fewer loopback forms).
+That URL's host
 comes from the ``Host`` header, which a client chooses: this guards against a misconfigured
 deployment, it is no access control.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import weakref
 
-from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Flask, current_app, request
 
@@ -39,6 +40,24 @@ def https_required(settings: Settings, app: Flask) -> bool:
     return not (app.debug or app.testing)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a ``Host`` header value, with or without a port) names this machine:
+    ``localhost``, an address in 127.0.0.0/8, or ``::1`` (also as an IPv4-mapped address)."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name.startswith("[") and "]" in name:
+        name = name[1 : name.index("]")]
+    name = name.rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 def insecure_transport(settings: Settings) -> InvalidRequestError | None:
     """The error to answer the current request with when its transport is refused, else None.
 
@@ -47,7 +66,7 @@ def insecure_transport(settings: Settings) -> InvalidRequestError | None:
     if request.scheme == "https":
         return None
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    if not https_required(settings, app) or is_secure_transport(request.host_url):
+    if not https_required(settings, app) or is_loopback(request.host):
         return None
     with _warned_lock:
         first = app not in _warned

@@ -243,3 +243,29 @@ def test_example_behind_proxy_fix_under_gunicorn(tmp_path: Path) -> None:
         # Straight to the server's loopback address, plain HTTP is still fine.
         assert session.post(url, data=GRANT, auth=auth, timeout=30).status_code == 200
     assert server.output().count("ProxyFix(app.wsgi_app, x_proto=1") == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST:5000", True),
+        ("localhost.", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10:8080", True),
+        ("[::1]", True),
+        ("[::1]:5000", True),
+        ("[::ffff:127.0.0.1]:80", True),
+        ("api.example.com", False),
+        ("localhost.example.com", False),
+        ("10.0.0.1", False),
+        ("[::2]:80", False),
+        ("127.0.0.1.nip.io", False),
+        ("", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    """What counts as this machine, whatever Authlib's own list (older releases knew fewer)."""
+    from flask_m2m.transport import is_loopback
+
+    assert is_loopback(host) is loopback
