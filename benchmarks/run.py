@@ -132,8 +132,8 @@ def prepare(server: Server, clients: int = 10, revoked: int = 0) -> None:
     from sqlalchemy import insert
 
     from example import create_app, db
-    from flask_m2m import clients as service
-    from flask_m2m.extension import get_state
+    from flask_m2m import get_state
+    from flask_m2m import lifecycle as service
 
     config: dict[str, Any] = {k: v for k, v in server.config.items()}
     config["M2M_REUSE_TOKENS"] = config.get("M2M_REUSE_TOKENS") == "true"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from flask_m2m import get_state
 from flask_m2m.decorators import authenticate_request
-from flask_m2m.extension import get_state
 from tests.conftest import basic_auth, bearer, fetch_token, make_app, register
 
 pytest.importorskip("pytest_benchmark")
@@ -38,7 +38,7 @@ def test_issue(benchmark: Any, alg_app: Flask) -> None:
     creds = register(alg_app)
     with alg_app.app_context():
         state = get_state(alg_app)
-        client = state.server.credentials(creds["client_id"]).client  # type: ignore[union-attr]
+        client = state.server.credentials.get(creds["client_id"]).client  # type: ignore[union-attr]
         benchmark(state.tokens.issue, client, "read", "https://issuer.test", "https://issuer.test")
 
 

@@ -27,8 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flask_m2m import M2M, clients, current_token, require_scope
-from flask_m2m.extension import get_state
+from flask_m2m import M2M, current_token, get_state, lifecycle, require_scope
 
 
 class Base(DeclarativeBase):
@@ -191,12 +190,12 @@ def _base_url() -> str:
 def _print_demo_client(app: Flask) -> None:
     state = get_state(app)
     existing = [
-        c for c in clients.list_clients(state, name_prefix=DEMO_NAME).items if c.name == DEMO_NAME
+        c for c in lifecycle.list_clients(state, name_prefix=DEMO_NAME).items if c.name == DEMO_NAME
     ]
     if existing:
-        client, issued = clients.rotate_secret(state, existing[0].client_id)
+        client, issued = lifecycle.rotate_secret(state, existing[0].client_id)
     else:
-        client, issued = clients.create_client(state, name=DEMO_NAME, scopes="read write")
+        client, issued = lifecycle.create_client(state, name=DEMO_NAME, scopes="read write")
     secret = issued.plaintext
     base = _base_url()
     print(

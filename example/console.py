@@ -1,4 +1,4 @@
-"""The example's admin console: server-rendered pages over :mod:`flask_m2m.clients`.
+"""The example's admin console: server-rendered pages over :mod:`flask_m2m.lifecycle`.
 
 One admin logs in with Flask-Login; the password hash comes from ``EXAMPLE_ADMIN_PASSWORD_HASH``
 (or the instance-folder file ``flask --app example demo`` writes). A session ends at logout (on
@@ -56,12 +56,13 @@ from flask_m2m import (
     InvalidClientData,
     SecretConflict,
     audit,
-    clients,
+    get_state,
+    lifecycle,
 )
 from flask_m2m.bodies import discard_unread_body
 from flask_m2m.credentials import CLIENT_ID_PATTERN
-from flask_m2m.extension import M2MState, get_state
 from flask_m2m.models import utcnow
+from flask_m2m.state import M2MState
 
 from . import db
 
@@ -473,9 +474,9 @@ def _errors(error: InvalidClientData) -> dict[str, str]:
 def list_clients() -> str:
     cursor = request.args.get("cursor") or None
     try:
-        page = clients.list_clients(_state(), limit=PAGE_SIZE, cursor=cursor)
+        page = lifecycle.list_clients(_state(), limit=PAGE_SIZE, cursor=cursor)
     except InvalidClientData:
-        page = clients.list_clients(_state(), limit=PAGE_SIZE)
+        page = lifecycle.list_clients(_state(), limit=PAGE_SIZE)
     return render_template("console/list.html", page=page)
 
 
@@ -485,7 +486,7 @@ def create_client() -> tuple[str, int] | str:
     if request.method == "GET":
         return render_template("console/create.html", form=form, errors={})
     try:
-        client, issued = clients.create_client(
+        client, issued = lifecycle.create_client(
             _state(),
             name=form.get("name", ""),
             scopes=form.get("scopes", ""),
@@ -509,20 +510,20 @@ def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None)
         client=client,
         form=form,
         errors=errors or {},
-        secrets=clients.list_secrets(_state(), client.client_id),
+        secrets=lifecycle.list_secrets(_state(), client.client_id),
         max_grace=_state().settings.max_grace_period_seconds,
     )
 
 
 @bp.get("/clients/<client_id>")
 def client_detail(client_id: str) -> str:
-    return _detail(clients.get_client(_state(), client_id))
+    return _detail(lifecycle.get_client(_state(), client_id))
 
 
 @bp.post("/clients/<client_id>")
 def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
     state = _state()
-    client = clients.get_client(state, client_id)
+    client = lifecycle.get_client(state, client_id)
     form = request.form
     try:
         changes = {
@@ -530,24 +531,24 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
             "scopes": form.get("scopes", ""),
             "metadata": _json_object(form.get("metadata", ""), "metadata"),
         }
-        clients.update_client(state, client_id, changes)
+        lifecycle.update_client(state, client_id, changes)
     except InvalidClientData as error:
         state.db.session.rollback()
-        return _detail(clients.get_client(state, client.client_id), form, _errors(error)), 422
+        return _detail(lifecycle.get_client(state, client.client_id), form, _errors(error)), 422
     flash("Changes saved.", "success")
     return redirect(url_for("console.client_detail", client_id=client_id))
 
 
 @bp.post("/clients/<client_id>/disable")
 def disable_client(client_id: str) -> BaseResponse:
-    clients.set_disabled(_state(), client_id, True)
+    lifecycle.set_disabled(_state(), client_id, True)
     flash("Client disabled: its tokens no longer work.", "success")
     return redirect(url_for("console.client_detail", client_id=client_id))
 
 
 @bp.post("/clients/<client_id>/enable")
 def enable_client(client_id: str) -> BaseResponse:
-    clients.set_disabled(_state(), client_id, False)
+    lifecycle.set_disabled(_state(), client_id, False)
     flash("Client enabled.", "success")
     return redirect(url_for("console.client_detail", client_id=client_id))
 
@@ -555,10 +556,10 @@ def enable_client(client_id: str) -> BaseResponse:
 @bp.post("/clients/<client_id>/rotate")
 def rotate_secret(client_id: str) -> BaseResponse | tuple[str, int] | str:
     state = _state()
-    client = clients.get_client(state, client_id)
+    client = lifecycle.get_client(state, client_id)
     try:
         grace = _whole_number(request.form.get("grace_period_seconds", ""), "grace_period_seconds")
-        client, issued = clients.rotate_secret(state, client_id, grace_period_seconds=grace or 0)
+        client, issued = lifecycle.rotate_secret(state, client_id, grace_period_seconds=grace or 0)
     except InvalidClientData as error:
         return _detail(client, errors=_errors(error)), 422
     except SecretConflict as error:
@@ -568,10 +569,10 @@ def rotate_secret(client_id: str) -> BaseResponse | tuple[str, int] | str:
 
 @bp.route("/clients/<client_id>/delete", methods=["GET", "POST"])
 def delete_client(client_id: str) -> BaseResponse | str:
-    client = clients.get_client(_state(), client_id)
+    client = lifecycle.get_client(_state(), client_id)
     if request.method == "GET":
         return render_template("console/delete.html", client=client)
-    clients.delete_client(_state(), client_id)
+    lifecycle.delete_client(_state(), client_id)
     flash(f"Client “{client.name or client_id}” deleted.", "success")
     return redirect(url_for("console.list_clients"))
 

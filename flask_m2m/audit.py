@@ -14,7 +14,7 @@ from .models import utcnow
 from .pagination import Page, decode_cursor, fetch_page
 
 if TYPE_CHECKING:
-    from .extension import M2MState
+    from .state import M2MState
 
 #: What a caller-supplied ``X-Request-ID`` may look like to be recorded as is.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")

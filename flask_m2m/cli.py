@@ -11,9 +11,9 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from . import audit, clients, retention, signals
+from . import audit, lifecycle, retention, signals
 from .errors import ClientNotFound, ConfigurationError, InvalidClientData, SecretConflict
-from .extension import M2MState, get_state
+from .state import M2MState, get_state
 
 m2m_cli = AppGroup("m2m", help="Manage flask-m2m clients and signing keys.")
 
@@ -31,7 +31,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _client_dict(client: Any, issued: clients.IssuedSecret | None = None) -> dict[str, Any]:
+def _client_dict(client: Any, issued: lifecycle.IssuedSecret | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {"client_id": client.client_id}
     if issued is not None:
         data["client_secret"] = issued.plaintext
@@ -91,7 +91,7 @@ def create_client(
     """Create a client and print its id and secret (shown only this once)."""
     secret = sys.stdin.readline().rstrip("\r\n") if secret_stdin else None
     try:
-        client, issued = clients.create_client(
+        client, issued = lifecycle.create_client(
             _state(),
             name=name,
             scopes=scope,
@@ -111,7 +111,7 @@ def list_clients(as_json: bool) -> None:
     """List the clients (never their secrets)."""
     state, found, cursor = _state(), [], None
     while True:
-        page = clients.list_clients(state, limit=200, cursor=cursor)
+        page = lifecycle.list_clients(state, limit=200, cursor=cursor)
         found.extend(page.items)
         if not (cursor := page.next_cursor):
             break
@@ -128,7 +128,7 @@ def list_clients(as_json: bool) -> None:
 
 def _set_disabled(client_id: str, disabled: bool) -> None:
     try:
-        clients.set_disabled(_state(), client_id, disabled)
+        lifecycle.set_disabled(_state(), client_id, disabled)
     except ClientNotFound as exc:
         _fail(exc)
     click.echo(f"{'Disabled' if disabled else 'Enabled'} {client_id}.")
@@ -153,7 +153,7 @@ def enable_client(client_id: str) -> None:
 @click.confirmation_option(prompt="Delete this client for good?")
 def delete_client(client_id: str) -> None:
     try:
-        clients.delete_client(_state(), client_id)
+        lifecycle.delete_client(_state(), client_id)
     except ClientNotFound as exc:
         _fail(exc)
     click.echo(f"Deleted {client_id}.")
@@ -168,7 +168,7 @@ def delete_client(client_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def rotate_secret(client_id: str, grace_period: int, as_json: bool) -> None:
     try:
-        client, issued = clients.rotate_secret(
+        client, issued = lifecycle.rotate_secret(
             _state(), client_id, grace_period_seconds=grace_period
         )
     except (ClientNotFound, InvalidClientData, SecretConflict) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
+from typing import ParamSpec, TypeVar, cast
 
 from flask import current_app, g, request
 from werkzeug.local import LocalProxy
@@ -18,10 +18,8 @@ from .errors import (
     TemporarilyUnavailable,
 )
 from .outages import DATABASE_ERRORS, log_outage
+from .state import M2MState, get_state
 from .tokens import AccessToken, TokenRejected
-
-if TYPE_CHECKING:
-    from .extension import M2MState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,8 +36,6 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
     :raises InsufficientScope: 403 ``insufficient_scope``.
     :raises TemporarilyUnavailable: 503, the database cannot be reached to check the token.
     """
-    from .extension import get_state
-
     state = get_state()
     if state.metrics is None:
         return _authenticate(state, scopes)

@@ -14,13 +14,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .bodies import discard_unread_body
 from .errors import TemporarilyUnavailable
-from .grants import AUTH_METHODS
 from .outages import OUTAGE_ERRORS, log_outage
+from .policy import AUTH_METHODS
+from .state import M2MState, get_state
 from .tokens import AccessToken, TokenRejected
 from .transport import insecure_transport
 
 if TYPE_CHECKING:
-    from .extension import M2MState
     from .ratelimit import RateLimits
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -30,8 +30,6 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
 
 
 def _state() -> M2MState:
-    from .extension import get_state
-
     return get_state()
 
 

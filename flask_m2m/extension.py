@@ -1,76 +1,26 @@
-"""The :class:`M2M` extension object and the per-app state it keeps in ``app.extensions``."""
+"""The :class:`M2M` extension: wires flask-m2m's layers into an app in :meth:`M2M.init_app`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask
 
-from .config import Settings, load_settings
+from .config import load_settings
 from .credentials import SecretHasher
 from .endpoints import Introspection, Revocation, create_blueprint
 from .errors import ConfigurationError
-from .grants import Server
+from .invalidation import watch_client_changes
 from .keys import KeyStore
 from .metrics import Metrics
 from .models import Models, default_models
 from .ratelimit import RateLimits
+from .server import Server
+from .state import EXTENSION_KEY, M2MState, get_state
 from .tokens import TokenService
 
-EXTENSION_KEY = "m2m"
-
-
-@dataclass(eq=False)
-class M2MState:
-    """Everything flask-m2m holds for one app: settings, models, keys, tokens, server."""
-
-    settings: Settings
-    db: Any
-    models: Models
-    #: Hashes and checks client secrets under the master secret (and its fallbacks).
-    secrets: SecretHasher
-    extension: M2M
-    rate_limits: RateLimits = field(init=False)
-    #: Prometheus metrics, when ``M2M_METRICS_ENABLED``.
-    metrics: Metrics | None = None
-    keys: KeyStore = field(init=False)
-    tokens: TokenService = field(init=False)
-    server: Server = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.keys = KeyStore(self.settings, self.models, self.db)
-        self.tokens = TokenService(self.settings, self.models, self.db, self.keys)
-        self.server = Server(self)
-        self.server.register_endpoint(Revocation)
-        self.server.register_endpoint(Introspection)
-
-    def issuer(self) -> str:
-        """``M2M_ISSUER``, or the URL root of the current request."""
-        return self.settings.issuer or request.url_root.rstrip("/")
-
-    def audience(self) -> str:
-        """``M2M_AUDIENCE``, or the issuer."""
-        return self.settings.audience or self.issuer()
-
-    def management_authorizer(self) -> Callable[[], Any] | None:
-        """The app's own management authorizer, if it registered one."""
-        return self.extension.authorizer
-
-
-def get_state(app: Flask | None = None) -> M2MState:
-    """The :class:`M2MState` of ``app`` (default: the current app).
-
-    :raises ConfigurationError: if the extension was not initialised on that app.
-    """
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    state = app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        raise ConfigurationError(
-            "flask-m2m is not initialised on this app: call M2M(app, db) or m2m.init_app(app, db)."
-        )
-    return state  # type: ignore[no-any-return]
+__all__ = ["EXTENSION_KEY", "M2M", "M2MState", "get_state"]
 
 
 class M2M:
@@ -115,14 +65,22 @@ class M2M:
         if db is None:
             raise ConfigurationError("Pass the Flask-SQLAlchemy object: M2M(app, db).")
         settings = load_settings(app, self.options)
+        models = self.models or default_models(db)
+        keys = KeyStore(settings, models, db)
         state = M2MState(
             settings=settings,
             db=db,
-            models=self.models or default_models(db),
+            models=models,
             secrets=SecretHasher(settings.master_secrets),
+            keys=keys,
+            tokens=TokenService(settings, models, db, keys),
             extension=self,
         )
+        state.server = Server(state)
+        state.server.register_endpoint(Revocation)
+        state.server.register_endpoint(Introspection)
         app.extensions[EXTENSION_KEY] = state
+        watch_client_changes(app, state)
         if settings.issuer is None and not (app.debug or app.testing):
             app.logger.warning(
                 "flask-m2m: M2M_ISSUER is not set, so the issuer (iss, aud, metadata) is taken "
@@ -135,9 +93,10 @@ class M2M:
         app.register_blueprint(create_blueprint(settings.url_prefix, state.rate_limits))
         if settings.management_enabled:
             from .management import create_management_blueprint
+            from .management.views import caller_principal
 
             blueprint = create_management_blueprint(settings.url_prefix)
-            state.rate_limits.protect_management(blueprint)
+            state.rate_limits.protect_management(blueprint, caller_principal)
             app.register_blueprint(blueprint)
         if settings.enable_cli:
             from .cli import m2m_cli

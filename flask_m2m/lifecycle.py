@@ -25,12 +25,12 @@ from .credentials import (
     generate_secret_id,
 )
 from .errors import ClientNotFound, InvalidClientData, SecretConflict
-from .grants import SCOPE_TOKEN
 from .models import utcnow
 from .pagination import Page, decode_cursor, fetch_page
+from .policy import SCOPE_TOKEN
 
 if TYPE_CHECKING:
-    from .extension import M2MState
+    from .state import M2MState
 
 MAX_NAME_LENGTH = 200
 MAX_LIFETIME_DAYS = 36500

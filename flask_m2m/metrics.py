@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 from .models import utcnow
 
 if TYPE_CHECKING:
-    from .extension import M2MState
+    from .state import M2MState
 
 #: Latency buckets in seconds: token requests and token checks take milliseconds.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -12,6 +12,8 @@ from limits.errors import StorageError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from .state import get_state
+
 #: Database errors that mean "cannot reach or use the database now", not "bad query".
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,
@@ -35,6 +37,4 @@ def log_outage(error: Exception) -> None:
         "flask-m2m: %s unavailable (%s); answered 503", what, type(error).__name__
     )
     if isinstance(error, StorageError):
-        from .extension import get_state
-
         get_state().rate_limits.limiter.context.reset()

@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import audit, signals
 
 if TYPE_CHECKING:
-    from .extension import M2MState
+    from .state import M2MState
 
 #: Status codes of a failed client authentication (RFC 6749 §5.2 ``invalid_client``).
 _FAILED_AUTH = (401,)
@@ -48,19 +48,6 @@ T = TypeVar("T")
 
 def _always() -> bool:
     return True
-
-
-def _caller() -> str:
-    """Who calls the management API: ``principal:<p>`` once authorized, else its address.
-
-    It authorizes the caller here (the view reuses the outcome), so the limit counts who the
-    caller proved to be, never what it sent: junk credentials, whatever their value, share
-    their address's quota.
-    """
-    from .management.views import caller_principal
-
-    principal = caller_principal()
-    return f"principal:{principal}" if principal is not None else "addr:" + get_remote_address()
 
 
 class RateLimited(OAuth2Error):  # type: ignore[misc]
@@ -228,8 +215,14 @@ class RateLimits:
 
         return limited
 
-    def protect_management(self, blueprint: Blueprint) -> None:
+    def protect_management(
+        self, blueprint: Blueprint, principal: Callable[[], str | None]
+    ) -> None:
         """One per-caller limit over every route of the management blueprint.
+
+        ``principal`` names the authorized caller (None when it may not manage clients): the
+        limit counts who the caller proved to be, never what it sent, so junk credentials,
+        whatever their value, share their address's quota.
 
         Counted by a ``before_request`` hook of the blueprint, so after every hook of the app
         itself: the app's authorizer sees what those hooks set (a logged-in user on ``g``).
@@ -239,7 +232,9 @@ class RateLimits:
         def limit() -> Response | None:
             if not self.enabled:
                 return None
-            key = (self.key_prefix, "m2m-management", _caller())
+            who = principal()
+            caller = f"principal:{who}" if who is not None else "addr:" + get_remote_address()
+            key = (self.key_prefix, "m2m-management", caller)
 
             def hit(strategy: RateLimiter) -> tuple[RateLimitItem, float] | None:
                 over = next((i for i in items if not strategy.hit(i, *key)), None)

@@ -30,7 +30,7 @@ from .models import utcnow
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from .extension import M2MState
+    from .state import M2MState
 
 #: Rows deleted per transaction unless told otherwise.
 BATCH_SIZE = 1000

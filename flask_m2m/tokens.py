@@ -14,76 +14,30 @@ token per worker.
 
 from __future__ import annotations
 
-import copy
 import secrets
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import Key
-from joserfc.jws import JWSRegistry
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from .config import SIGNING_ALGS, Settings
+from .config import Settings
 from .credentials import OPAQUE_TOKEN_PREFIX, generate_opaque_token, hash_token
 from .keys import KeyStore
 from .models import Models
 from .retention import token_cutoff
+from .verification import (
+    JWS_REGISTRY,
+    MAX_TOKEN_LENGTH,
+    AccessToken,
+    TokenRejected,
+    check_claims,
+    decode_jwt,
+)
 
-#: RFC 9068 §2.1: the ``typ`` header of JWT access tokens.
-AT_JWT_TYPES = ("at+jwt", "application/at+jwt")
-_MAX_TOKEN_LENGTH = 8192
-
-
-class _QuietJWSRegistry(JWSRegistry):
-    """joserfc's registry, limited to our algorithms and keeping the ``EdDSA`` name quietly.
-
-    RFC 9864 deprecates the polymorphic ``EdDSA`` for ``Ed25519``, but the JOSE libraries
-    resource servers use (PyJWT among them) know only ``EdDSA``, so tokens keep that name.
-    """
-
-    algorithms = dict(JWSRegistry.algorithms)
-    _eddsa = copy.copy(JWSRegistry.algorithms["EdDSA"])
-    _eddsa.security_warning = None
-    algorithms["EdDSA"] = _eddsa
-
-
-JWS_REGISTRY = _QuietJWSRegistry(algorithms=list(SIGNING_ALGS))
-
-
-@dataclass(frozen=True, slots=True)
-class AccessToken:
-    """A verified access token, as ``current_token`` shows it."""
-
-    client_id: str
-    scopes: tuple[str, ...]
-    jti: str
-    issued_at: int
-    expires_at: int
-    issuer: str
-    audience: tuple[str, ...]
-    claims: dict[str, Any] = field(default_factory=dict)
-    opaque: bool = False
-    #: ``nbf``, when the token has one (RFC 7519 §4.1.5).
-    not_before: int | None = None
-
-    @property
-    def scope(self) -> str:
-        """The scopes as one space-separated string (RFC 6749 §3.3)."""
-        return " ".join(self.scopes)
-
-    def has_scopes(self, required: Iterable[str]) -> bool:
-        """Whether every scope in ``required`` was granted."""
-        return set(required).issubset(self.scopes)
-
-
-class TokenRejected(Exception):
-    """The token is not valid; the message says why (safe to show to the caller)."""
-
+__all__ = ["AccessToken", "TokenRejected", "TokenService"]
 
 @dataclass(slots=True)
 class _Entry:
@@ -202,48 +156,11 @@ class TokenService:
 
         :raises TokenRejected: if it is malformed, forged or unknown.
         """
-        if not token_string or len(token_string) > _MAX_TOKEN_LENGTH:
+        if not token_string or len(token_string) > MAX_TOKEN_LENGTH:
             raise TokenRejected("The access token is malformed.")
         if token_string.startswith(OPAQUE_TOKEN_PREFIX):
             return self._find_opaque(token_string)
-        return self._decode_jwt(token_string)
-
-    def _resolve_key(self, obj: Any) -> Key:
-        kid = obj.headers().get("kid")
-        key = self.keys.public_key(kid) if isinstance(kid, str) else None
-        if key is None:
-            raise TokenRejected("The access token was signed by an unknown key.")
-        return key
-
-    def _decode_jwt(self, token_string: str) -> AccessToken:
-        try:
-            token = jwt.decode(token_string, self._resolve_key, registry=JWS_REGISTRY)
-        except (JoseError, ValueError, TypeError, UnicodeError) as exc:
-            raise TokenRejected("The token is malformed or its signature is invalid.") from exc
-        if str(token.header.get("typ", "")).lower() not in AT_JWT_TYPES:
-            raise TokenRejected("The token is not an RFC 9068 access token (typ).")
-        claims = token.claims
-        try:
-            aud = claims["aud"]
-            audience = (aud,) if isinstance(aud, str) else tuple(str(a) for a in aud)
-            scope = claims.get("scope") or ""
-            nbf = claims.get("nbf")
-            result = AccessToken(
-                client_id=str(claims["client_id"]),
-                scopes=tuple(str(scope).split()),
-                jti=str(claims["jti"]),
-                issued_at=_numeric_date(claims["iat"]),
-                expires_at=_numeric_date(claims["exp"]),
-                issuer=str(claims["iss"]),
-                audience=audience,
-                claims=dict(claims),
-                not_before=None if nbf is None else _numeric_date(nbf),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TokenRejected("The access token lacks a required claim.") from exc
-        if claims.get("sub") != result.client_id:
-            raise TokenRejected("The access token's sub does not name its client.")
-        return result
+        return decode_jwt(token_string, self.keys.public_key)
 
     def _find_opaque(self, token_string: str) -> AccessToken:
         row = self.db.session.get(self.models.opaque_token, hash_token(token_string))
@@ -271,22 +188,11 @@ class TokenService:
         )
 
     def check_claims(self, token: AccessToken, issuer: str, audience: str | None) -> None:
-        """RFC 9068 §4: issuer, audience (unless None), expiry, issue time and ``nbf``.
+        """RFC 9068 §4 (:func:`~flask_m2m.verification.check_claims`) with ``M2M_LEEWAY``.
 
-        :raises TokenRejected: if any does not hold.
+        :raises TokenRejected: if any claim does not hold.
         """
-        now = time.time()
-        leeway = self.settings.leeway
-        if token.issuer != issuer:
-            raise TokenRejected("The access token was issued by another issuer.")
-        if audience is not None and audience not in token.audience:
-            raise TokenRejected("The access token is meant for another audience.")
-        if token.expires_at + leeway <= now:
-            raise TokenRejected("The access token has expired.")
-        if token.issued_at - leeway > now:
-            raise TokenRejected("The access token is not valid yet.")
-        if token.not_before is not None and token.not_before - leeway > now:
-            raise TokenRejected("The access token is not valid yet (nbf).")
+        check_claims(token, issuer, audience, self.settings.leeway)
 
     def check_state(self, token: AccessToken) -> None:
         """Revocation and client state, read from the database.
@@ -380,19 +286,6 @@ class TokenService:
             session.commit()
         except IntegrityError:  # revoked concurrently by another request: same outcome
             session.rollback()
-
-
-def _numeric_date(value: Any) -> int:
-    """An RFC 7519 §2 NumericDate claim as whole seconds; anything but a JSON number (a
-    string, a boolean, NaN) is refused rather than coerced.
-
-    :raises ValueError: if ``value`` is not a finite number.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise ValueError(f"not a NumericDate: {value!r}")
-    if isinstance(value, float) and not abs(value) < 1e15:
-        raise ValueError(f"NumericDate out of range: {value!r}")
-    return int(value)
 
 
 def _response(access_token: str, expires_at: int, scope: str) -> dict[str, Any]:

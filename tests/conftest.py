@@ -19,8 +19,8 @@ from sqlalchemy.orm import DeclarativeBase
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from flask_m2m import M2M, current_token, require_scope
-from flask_m2m.clients import create_client
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import create_client
 
 #: The database every test app uses; SQLite in memory unless a real server is configured.
 DATABASE_URL = os.environ.get("M2M_TEST_DATABASE_URL", "sqlite://")

@@ -73,13 +73,13 @@ def test_unknown_and_known_ids_cost_the_same(
 def test_unknown_ids_are_cached_with_a_bound(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """A miss is remembered like a hit (for ``M2M_STATE_CACHE_SECONDS``), and a client created
     afterwards is found at once: creating it forgets the cached miss."""
-    from flask_m2m import grants
+    from flask_m2m import authentication
 
-    monkeypatch.setattr(grants, "_MAX_CACHED_CLIENTS", 3)
+    monkeypatch.setattr(authentication, "MAX_CACHED_CLIENTS", 3)
     for index in range(10):
         _attempt(app, f"m2m_unknown{index}")
     with app.app_context():
-        assert len(get_state(app).server._credentials) <= 3
+        assert len(get_state(app).server.credentials) <= 3
     creds = register(app)
     response = app.test_client().post(
         "/m2m/token",

@@ -31,7 +31,8 @@ from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
 from example.console import LOGIN_FAILURES_ALLOWED, new_admin_password
-from flask_m2m import ConfigurationError, audit, clients
+from flask_m2m import ConfigurationError, audit
+from flask_m2m import lifecycle as clients
 from flask_m2m.extension import get_state
 
 
@@ -549,7 +550,7 @@ def test_edit_and_validation_errors(admin: FlaskClient, app: Flask) -> None:
 
 
 def test_actions_audited_as_the_admin(admin: FlaskClient, app: Flask) -> None:
-    """Each console action goes through flask_m2m.clients and is audited with ``user:admin``."""
+    """Each console action goes through flask_m2m.lifecycle and is audited with ``user:admin``."""
     client_id, secret = create(admin)
     base = f"/console/clients/{client_id}"
     edit = post_form(admin, base, {"name": "b2", "scopes": "read", "metadata": ""})

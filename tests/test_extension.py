@@ -29,8 +29,8 @@ from flask_m2m import (
     current_token,
     require_scope,
 )
-from flask_m2m.clients import create_client
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import create_client
 
 Build = Callable[..., tuple[Flask, SQLAlchemy]]
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-import flask_m2m.clients
+import flask_m2m.lifecycle
 from flask_m2m.extension import get_state
 from flask_m2m.pagination import encode_cursor
 
@@ -520,7 +520,7 @@ def test_default_lifetime(app_factory: Factory, monkeypatch: pytest.MonkeyPatch)
     """M2M_CLIENT_LIFETIME_DAYS_DEFAULT gives a client without expires_in_days that lifetime;
     without it clients never expire."""
     now = datetime.now(UTC).replace(microsecond=0)
-    monkeypatch.setattr(flask_m2m.clients, "utcnow", lambda: now)
+    monkeypatch.setattr(flask_m2m.lifecycle, "utcnow", lambda: now)
     app = app_factory(M2M_CLIENT_LIFETIME_DAYS_DEFAULT=30)
     c, headers = app.test_client(), admin_headers(app)
     assert datetime.fromisoformat(create(c, headers)["expires_at"]) == now + timedelta(days=30)
@@ -558,8 +558,8 @@ def test_cli_applies_policy(app_factory: Factory, config: dict[str, Any], args: 
 def test_metadata_must_be_strict_json(app: Flask, value: float) -> None:
     """NaN and Infinity are not JSON (RFC 8259 §6): the service refuses them before any
     database sees them (PostgreSQL's json type would fail with a 500)."""
-    with app.app_context(), pytest.raises(flask_m2m.clients.InvalidClientData) as refused:
-        flask_m2m.clients.create_client(get_state(app), name="x", metadata={"n": value})
+    with app.app_context(), pytest.raises(flask_m2m.lifecycle.InvalidClientData) as refused:
+        flask_m2m.lifecycle.create_client(get_state(app), name="x", metadata={"n": value})
     assert refused.value.field == "metadata"
 
 
@@ -571,7 +571,7 @@ def test_pagination_walk(
     share a created_at; the last page's next_cursor is null."""
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
     clock = {"now": base}
-    monkeypatch.setattr(flask_m2m.clients, "utcnow", lambda: clock["now"])
+    monkeypatch.setattr(flask_m2m.lifecycle, "utcnow", lambda: clock["now"])
     for i, offset in enumerate([2, 0, 1, 0, 1, 0, 2]):
         clock["now"] = base + timedelta(seconds=offset)
         create(client, headers, name=f"page-{i}")

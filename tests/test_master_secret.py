@@ -133,7 +133,7 @@ def test_hashes_from_before_key_ids_still_verify(app: Flask) -> None:
             update(model).where(model.client_id == creds["client_id"]).values(secret_hash=legacy)
         )
         state.db.session.commit()
-        state.server.forget_client(creds["client_id"])
+        state.server.credentials.forget_client(creds["client_id"])
     assert _token_response(app, creds).status_code == 200
     with app.app_context():
         assert _hash(app, creds["client_id"]).startswith(get_state(app).secrets.prefix)

@@ -1,5 +1,5 @@
 """Client metadata nesting: a fixed depth limit, checked where every client change goes
-(:mod:`flask_m2m.clients`), so the management API and the example's console answer 422
+(:mod:`flask_m2m.lifecycle`), so the management API and the example's console answer 422
 naming ``metadata`` and never reach the database with what it cannot encode."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from console_app import console_app, login, post_form
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_m2m import clients
-from flask_m2m.clients import MAX_METADATA_DEPTH
+from flask_m2m import lifecycle as clients
 from flask_m2m.errors import InvalidClientData
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import MAX_METADATA_DEPTH
 
 PROBLEM = "application/problem+json"
 T = TypeVar("T")
@@ -138,7 +138,7 @@ def test_api_body_nested_100k_deep(
 
 
 def test_service_refuses_deep_and_cyclic_metadata(app: Flask) -> None:
-    """``flask_m2m.clients`` itself refuses it, whoever calls: a Python caller's cyclic
+    """``flask_m2m.lifecycle`` itself refuses it, whoever calls: a Python caller's cyclic
     structure is just too deep, not a RecursionError."""
     cyclic: dict[str, Any] = {}
     cyclic["self"] = cyclic

@@ -26,7 +26,7 @@ from conftest import basic_auth, bearer, register
 from flask import Flask
 from gunicorn_servers import free_port
 
-from flask_m2m import clients
+from flask_m2m import lifecycle as clients
 from flask_m2m.extension import get_state
 
 PG_ROOT = Path("/usr/lib/postgresql")

@@ -17,8 +17,8 @@ from werkzeug.test import TestResponse
 
 import flask_m2m.tokens
 from flask_m2m import current_token, require_scope
-from flask_m2m.clients import delete_client, set_disabled
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import delete_client, set_disabled
 
 ISSUER = "https://issuer.test"
 #: Default M2M_STATE_CACHE_SECONDS.

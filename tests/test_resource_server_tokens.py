@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 
 import flask_m2m.tokens
-from flask_m2m.clients import delete_client
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import delete_client
 
 ISSUER = "https://issuer.test"
 

@@ -23,9 +23,9 @@ from sqlalchemy import select
 
 import flask_m2m.tokens
 from flask_m2m import M2M
-from flask_m2m.clients import rotate_secret
 from flask_m2m.errors import ConfigurationError
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import rotate_secret
 from flask_m2m.models import utcnow
 from flask_m2m.retention import PruneResult, prune
 

@@ -17,8 +17,8 @@ from werkzeug.test import TestResponse
 
 import flask_m2m.tokens
 from flask_m2m import signals
-from flask_m2m.clients import set_disabled
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import set_disabled
 
 REVOKE_URL = "/m2m/revoke"
 INTROSPECT_URL = "/m2m/introspect"

@@ -20,9 +20,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 
 from flask_m2m import signals
-from flask_m2m.clients import rotate_secret
 from flask_m2m.errors import SecretConflict
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import rotate_secret
 from flask_m2m.pagination import encode_cursor
 
 SECRET_FIELDS = {"id", "label", "created_at", "expires_at", "last_used_at"}
@@ -51,8 +51,8 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The clock that client authentication and the secret service read."""
     c = Clock()
-    monkeypatch.setattr("flask_m2m.grants.utcnow", c)
-    monkeypatch.setattr("flask_m2m.clients.utcnow", c)
+    monkeypatch.setattr("flask_m2m.authentication.utcnow", c)
+    monkeypatch.setattr("flask_m2m.lifecycle.utcnow", c)
     return c
 
 

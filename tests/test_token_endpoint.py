@@ -19,14 +19,14 @@ from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
 import flask_m2m.tokens
 from flask_m2m import signals
-from flask_m2m.clients import (
+from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import (
     create_client,
     delete_client,
     list_clients,
     rotate_secret,
     set_disabled,
 )
-from flask_m2m.extension import get_state
 from flask_m2m.models import utcnow
 
 TOKEN_URL = "/m2m/token"
@@ -469,7 +469,7 @@ def test_change_takes_effect_at_once_in_this_process(
         state = get_state(app)
 
         def read_meanwhile(session: Any, context: Any) -> None:
-            state.server.credentials(target["client_id"])
+            state.server.credentials.get(target["client_id"])
 
         event.listen(state.db.session, "after_flush", read_meanwhile)
         try:

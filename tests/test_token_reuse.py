@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import flask_m2m.tokens
-from flask_m2m.clients import rotate_secret, set_disabled
 from flask_m2m.extension import get_state
+from flask_m2m.lifecycle import rotate_secret, set_disabled
 
 Creds = dict[str, Any]
 

@@ -12,7 +12,7 @@ from marshmallow import Schema, fields
 from . import schemas
 
 if TYPE_CHECKING:
-    from ..extension import M2MState
+    from ..state import M2MState
 
 
 class TokenRequestSchema(Schema):

@@ -1,7 +1,7 @@
 """marshmallow schemas of the management API: request bodies, responses and the problem object.
 
 Shape and type checks live here; policy checks (name required, scope vocabulary, lifetimes,
-metadata size) live in :mod:`flask_m2m.clients`, so that the CLI applies them too.
+metadata size) live in :mod:`flask_m2m.lifecycle`, so that the CLI applies them too.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from ..clients import MAX_LIFETIME_DAYS, MAX_NAME_LENGTH
 from ..config import RATE_LIMIT_MODES
-from ..grants import SCOPE_TOKEN
+from ..lifecycle import MAX_LIFETIME_DAYS, MAX_NAME_LENGTH
+from ..policy import SCOPE_TOKEN
 
 _scope = fields.String(validate=validate.Regexp(SCOPE_TOKEN, error="Not a valid scope token."))
 #: Text without control characters (NUL among them, which PostgreSQL cannot store or compare).
@@ -22,7 +22,7 @@ _printable = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Control characters a
 def _check_rate_limit(value: str | None) -> None:
     if value is None:
         return
-    from ..clients import parse_rate_limit
+    from ..lifecycle import parse_rate_limit
 
     parse_rate_limit(value)  # raises InvalidClientData, turned into a ValidationError below
 

@@ -1,4 +1,4 @@
-"""Routes of the management API; each one is a thin layer over :mod:`flask_m2m.clients`."""
+"""Routes of the management API; each one is a thin layer over :mod:`flask_m2m.lifecycle`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
-from .. import audit, clients
+from .. import audit, lifecycle
 from ..credentials import CLIENT_ID_PATTERN
 from ..decorators import authenticate_request
 from ..errors import ClientNotFound
-from ..extension import get_state
+from ..state import get_state
 from .openapi import openapi_document
 from .schemas import (
     ClientCreateSchema,
@@ -129,7 +129,7 @@ def _dump(schema: Any, obj: Any, status: int = 200) -> tuple[Response, int]:
     return jsonify(schema.dump(obj)), status
 
 
-def _with_secret(client: Any, issued: clients.IssuedSecret) -> dict[str, Any]:
+def _with_secret(client: Any, issued: lifecycle.IssuedSecret) -> dict[str, Any]:
     """The ``ClientWithSecret`` response: the client, and its new secret once."""
     data: dict[str, Any] = ClientSchema().dump(client)
     data.update(NewSecretSchema().dump(issued.as_dict()))
@@ -139,50 +139,50 @@ def _with_secret(client: Any, issued: clients.IssuedSecret) -> dict[str, Any]:
 @managed
 def create_client() -> tuple[Response, int]:
     data = ClientCreateSchema().load(_json_body())
-    client, issued = clients.create_client(get_state(), **data)
+    client, issued = lifecycle.create_client(get_state(), **data)
     return jsonify(_with_secret(client, issued)), 201
 
 
 @managed
 def list_clients() -> tuple[Response, int]:
     query = ClientQuerySchema().load(request.args)
-    page = clients.list_clients(get_state(), **query)
+    page = lifecycle.list_clients(get_state(), **query)
     return _dump(ClientPageSchema(), {"clients": page.items, "next_cursor": page.next_cursor})
 
 
 @managed
 def get_client(client_id: str) -> tuple[Response, int]:
-    return _dump(ClientSchema(), clients.get_client(get_state(), client_id))
+    return _dump(ClientSchema(), lifecycle.get_client(get_state(), client_id))
 
 
 @managed
 def update_client(client_id: str) -> tuple[Response, int]:
     changes = ClientUpdateSchema().load(_json_body())
-    return _dump(ClientSchema(), clients.update_client(get_state(), client_id, changes))
+    return _dump(ClientSchema(), lifecycle.update_client(get_state(), client_id, changes))
 
 
 @managed
 def delete_client(client_id: str) -> Response:
-    clients.delete_client(get_state(), client_id)
+    lifecycle.delete_client(get_state(), client_id)
     return Response(status=204)
 
 
 @managed
 def add_secret(client_id: str) -> tuple[Response, int]:
     data = SecretCreateSchema().load(_json_body(empty={}))
-    client, issued = clients.rotate_secret(get_state(), client_id, **data)
+    client, issued = lifecycle.rotate_secret(get_state(), client_id, **data)
     return jsonify(NewSecretSchema().dump(issued.as_dict())), 200
 
 
 @managed
 def list_secrets(client_id: str) -> tuple[Response, int]:
-    secrets = clients.list_secrets(get_state(), client_id)
+    secrets = lifecycle.list_secrets(get_state(), client_id)
     return _dump(SecretListSchema(), {"secrets": secrets})
 
 
 @managed
 def delete_secret(client_id: str, secret_id: str) -> Response:
-    clients.delete_secret(get_state(), client_id, secret_id)
+    lifecycle.delete_secret(get_state(), client_id, secret_id)
     return Response(status=204)
 
 
