@@ -363,3 +363,45 @@ def test_imported_secret_is_hashed_too(app: Flask) -> None:
         assert issued.plaintext == secret
         row = state.db.session.get(state.models.client_secret, issued.secret_id)
         assert row.secret_hash.startswith("hmac-sha256$") and secret not in row.secret_hash
+
+
+def test_cache_invalidation_is_per_app_and_goes_with_the_app(tmp_path: Any) -> None:
+    """Two apps sharing one ``db``: disabling a client of one app drops that app's cached
+    credentials at once (its next token request is refused), leaves the other app's caches
+    alone, and the listeners go away with their app (no module-level registry)."""
+    import gc
+    import weakref
+
+    from flask_m2m.lifecycle import set_disabled
+
+    app, db = bare_app(f"sqlite:///{tmp_path / 'shared.db'}", M2M_STATE_CACHE_SECONDS=3600)
+    M2M(app, db)
+    other = Flask("other")
+    other.config.update(app.config)
+    db.init_app(other)
+    M2M(other, db)
+    with app.app_context():
+        db.create_all()
+    creds = register(app)
+    assert get_token(app.test_client(), creds).status_code == 200
+    assert get_token(other.test_client(), creds).status_code == 200
+    with other.app_context():
+        assert get_state(other).server.credentials.get(creds["client_id"]) is not None
+        cached_elsewhere = len(get_state(other).server.credentials)
+    with app.app_context():
+        set_disabled(get_state(app), creds["client_id"], True)
+        assert len(get_state(app).server.credentials) == 0
+    assert get_token(app.test_client(), creds).status_code == 401
+    with other.app_context():
+        assert len(get_state(other).server.credentials) == cached_elsewhere
+
+    def listeners() -> int:
+        with app.app_context():
+            return len(db.session.session_factory().dispatch.before_flush)
+
+    registered = listeners()
+    ref = weakref.ref(other)
+    del other
+    gc.collect()
+    assert ref() is None
+    assert listeners() == registered - 1
