@@ -2,7 +2,7 @@
 """The two commands a new user needs, on a machine with only Python 3.11+:
 
     python3 dev.py example   # run the example app (installs what it needs into .venv)
-    python3 dev.py test      # run the test suite, lint and type checks (via tox)
+    python3 dev.py test      # run the test suite, lint and type checks, build the docs (via tox)
 
 Extra arguments after ``test`` go to tox (e.g. ``python3 dev.py test -e py -- -k jwt``).
 """
@@ -50,9 +50,9 @@ def example(args: list[str]) -> None:
 
 
 def test(args: list[str]) -> None:
-    """Run tox: by default the test suite on this Python, then lint and type checks."""
+    """Run tox: by default the test suite on this Python, lint and type checks, then the docs."""
     ensure_venv("tox>=4")
-    tox_args = args or ["-e", "py,lint,type"]
+    tox_args = args or ["-e", "py,lint,type,docs"]
     os.execv(str(BIN / "tox"), [str(BIN / "tox"), *tox_args])
 
 
