@@ -9,7 +9,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
 from sqlalchemy.engine import Dialect
@@ -41,7 +41,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
-class ClientMixin:
+class _Row:
+    """What every mixin's model class accepts: its columns as keyword arguments."""
+
+    if TYPE_CHECKING:
+
+        def __init__(self, **columns: Any) -> None: ...
+
+
+class ClientMixin(_Row):
     """A machine client: id, hashed secret, allowed scopes and life-cycle state."""
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -102,7 +110,7 @@ class ClientMixin:
         return grant_type == "client_credentials"
 
 
-class ClientSecretMixin:
+class ClientSecretMixin(_Row):
     """One secret of a client, stored as a keyed hash; a client may hold several."""
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -119,7 +127,7 @@ class ClientSecretMixin:
         return self.expires_at is None or self.expires_at > now
 
 
-class AuditEventMixin:
+class AuditEventMixin(_Row):
     """One change to a client or to the keys: what, who, when, under which request."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -131,7 +139,7 @@ class AuditEventMixin:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class SigningKeyMixin:
+class SigningKeyMixin(_Row):
     """A JWS signing key; the private part is stored encrypted (a JWE compact string)."""
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -143,7 +151,7 @@ class SigningKeyMixin:
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
-class RevokedTokenMixin:
+class RevokedTokenMixin(_Row):
     """The ``jti`` of a revoked JWT access token, kept until the token would have expired."""
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -151,7 +159,7 @@ class RevokedTokenMixin:
     expires_at: Mapped[int] = mapped_column(Integer, index=True)
 
 
-class OpaqueTokenMixin:
+class OpaqueTokenMixin(_Row):
     """An opaque access token, stored as a SHA-256 hash."""
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -169,12 +177,12 @@ class OpaqueTokenMixin:
 class Models:
     """The model classes one app uses."""
 
-    client: type[Any]
-    signing_key: type[Any]
-    revoked_token: type[Any]
-    opaque_token: type[Any]
-    client_secret: type[Any]
-    audit_event: type[Any]
+    client: type[ClientMixin]
+    signing_key: type[SigningKeyMixin]
+    revoked_token: type[RevokedTokenMixin]
+    opaque_token: type[OpaqueTokenMixin]
+    client_secret: type[ClientSecretMixin]
+    audit_event: type[AuditEventMixin]
 
 
 _defaults: weakref.WeakKeyDictionary[Any, Models] = weakref.WeakKeyDictionary()
