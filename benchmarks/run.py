@@ -7,6 +7,7 @@ then that server's cases; the table shows the medians over the rounds. See
 docs/benchmarks.md.
 
     python benchmarks/run.py [--duration 10] [--rounds 3] [--skip-scaling] [--micro]
+    python benchmarks/run.py --host-overhead   (what flask-m2m adds to a route of the app)
 """
 
 from __future__ import annotations
@@ -279,7 +280,14 @@ def main() -> int:
     parser.add_argument("--skip-scaling", action="store_true", help="skip the data-size part")
     parser.add_argument("--python-load", action="store_true", help="use the Python generator")
     parser.add_argument("--micro", action="store_true", help="run only the micro-benchmarks")
+    parser.add_argument(
+        "--host-overhead", action="store_true", help="run only benchmarks/host_overhead.py"
+    )
     args = parser.parse_args()
+    if args.host_overhead:
+        from benchmarks import host_overhead
+
+        return host_overhead.main([])
     if args.micro:
         import pytest
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .bodies import discard_unread_body
@@ -146,7 +146,6 @@ def token() -> Response:
         response: Response = _state().server.create_token_response()
     except OAuth2Error as error:  # Authlib catches those of the grant only, not its setup's
         return _oauth_error(error)
-    response.headers.extend(g.pop("_m2m_limit_headers", ()))
     return response
 
 

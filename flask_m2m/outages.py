@@ -12,8 +12,6 @@ from limits.errors import StorageError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from .state import get_state
-
 #: Database errors that mean "cannot reach or use the database now", not "bad query".
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,
@@ -27,14 +25,8 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StorageError)
 
 
 def log_outage(error: Exception) -> None:
-    """One warning line naming the error's class, never its text (it may hold SQL or URLs).
-
-    After a rate-limit storage failure, the request's pending limiter work (deductions and
-    headers, which would reach the storage again after the response) is dropped.
-    """
+    """One warning line naming the error's class, never its text (it may hold SQL or URLs)."""
     what = "rate-limit storage" if isinstance(error, StorageError) else "database"
     current_app.logger.warning(
         "flask-m2m: %s unavailable (%s); answered 503", what, type(error).__name__
     )
-    if isinstance(error, StorageError):
-        get_state().rate_limits.limiter.context.reset()

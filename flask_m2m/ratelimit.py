@@ -1,19 +1,27 @@
 """Rate limits: per client on the token endpoint, per address on failed client
 authentication, per caller on the management API.
 
-flask-m2m runs a Flask-Limiter instance of its own, storing counters where the app's
-``RATELIMIT_STORAGE_URI`` says (memory by default: per process). It enforces only the limits
-below, never the app's ``RATELIMIT_DEFAULT`` or application limits, which stay the business of
-the app's own limiter.
+One design, on Flask-Limiter's configuration and storage. flask-m2m reads Flask-Limiter's own
+keys (``RATELIMIT_ENABLED``, ``RATELIMIT_STORAGE_URI``, ``RATELIMIT_STORAGE_OPTIONS``,
+``RATELIMIT_STRATEGY``, ``RATELIMIT_KEY_PREFIX``, ``RATELIMIT_HEADERS_ENABLED``) and drives the
+``limits`` library Flask-Limiter is built on: one storage (``storage_from_string``) and one
+strategy per app, called from flask-m2m's own routes only. It adds no hook to the app, so the
+app's own routes never reach it, and the app's own Flask-Limiter, if it has one, keeps its
+``RATELIMIT_DEFAULT`` and application limits to itself.
 
-All three call its storage and strategy directly, once or twice per request (its own request
-hook is left idle): the per-client limit is counted once a client has authenticated (with the
-client row the grant already holds), the failed-authentication limit is tested before the
-view and charged on a 401, and the management limit is counted by a ``before_request`` hook
-of the management blueprint, once the caller is authorized. The per-client limit is enforced,
-or in ``log-only`` mode counted and reported (signal, audit event, metric) but never refused.
-When the storage fails, the limits go on in memory (fail open, the default) or the limited
-routes answer 503 (fail closed).
+Where each limit is counted:
+
+- per client, once the client has authenticated and asked for valid scopes, by the grant with
+  one storage call (:meth:`RateLimits.count_token_request`, which returns the response's
+  ``X-RateLimit-*`` headers); enforced, or in ``log-only`` mode counted and reported (signal,
+  audit event, metric) but never refused;
+- per address, failed client authentications: tested before the token, revocation and
+  introspection views and charged on their 401 (:meth:`RateLimits.protect_client_auth`);
+- per caller, the management API: by a ``before_request`` function of its blueprint, once the
+  caller is authorized (:meth:`RateLimits.protect_management`).
+
+When the storage fails, the limits go on in memory, trying the storage again every 2 seconds
+(fail open, the default), or the limited routes answer 503 (fail closed).
 """
 
 from __future__ import annotations
@@ -24,16 +32,16 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, Flask, Response, current_app, json
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from flask import Blueprint, Flask, Response, current_app, json, request
 from limits import RateLimitItem, parse_many
+from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
-from limits.strategies import RateLimiter
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import STRATEGIES, RateLimiter
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import audit, signals
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -46,8 +54,9 @@ _FALLBACK_SECONDS = 2.0
 T = TypeVar("T")
 
 
-def _always() -> bool:
-    return True
+def _remote_address() -> str:
+    """The request's remote address, as Flask-Limiter's ``get_remote_address`` gives it."""
+    return request.remote_addr or "127.0.0.1"
 
 
 class RateLimited(OAuth2Error):  # type: ignore[misc]
@@ -67,8 +76,39 @@ class RateLimited(OAuth2Error):  # type: ignore[misc]
         return headers + self.limit_headers
 
 
+def _strategy(app: Flask) -> RateLimiter:
+    """The strategy ``RATELIMIT_STRATEGY`` names, on the storage ``RATELIMIT_STORAGE_URI`` and
+    ``RATELIMIT_STORAGE_OPTIONS`` name (memory, per process, by default).
+
+    :raises ConfigurationError: naming the key, for an unknown storage or strategy.
+    """
+    config = app.config
+    name = config.get("RATELIMIT_STRATEGY") or "fixed-window"
+    if name not in STRATEGIES:
+        raise ConfigurationError(f"RATELIMIT_STRATEGY must be one of {sorted(STRATEGIES)}.")
+    options = dict(config.get("RATELIMIT_STORAGE_OPTIONS") or {})
+    # Storage failures surface as limits.errors.StorageError (503 when failing closed).
+    options["wrap_exceptions"] = True
+    try:
+        storage = storage_from_string(config.get("RATELIMIT_STORAGE_URI") or "memory://", **options)
+    except LimitsConfigurationError as exc:
+        raise ConfigurationError(
+            "RATELIMIT_STORAGE_URI names no storage the limits library can use "
+            f"(or its driver is not installed): {exc}"
+        ) from exc
+    if not isinstance(storage, Storage):  # e.g. async+redis://
+        raise ConfigurationError("RATELIMIT_STORAGE_URI must name a synchronous storage.")
+    try:
+        return STRATEGIES[name](storage)
+    except NotImplementedError as exc:
+        raise ConfigurationError(
+            f"RATELIMIT_STRATEGY {name!r} is not supported by the storage of "
+            "RATELIMIT_STORAGE_URI."
+        ) from exc
+
+
 class RateLimits:
-    """The Flask-Limiter instance of one app and the limits flask-m2m applies with it."""
+    """The rate-limit storage of one app and the limits flask-m2m counts in it."""
 
     def __init__(self, app: Flask, state: M2MState):
         self.state = state
@@ -76,28 +116,19 @@ class RateLimits:
         #: ``X-RateLimit-*`` on successful token responses too (they are always on 429s).
         self.headers_enabled = bool(app.config.get("RATELIMIT_HEADERS_ENABLED", False))
         self.key_prefix = app.config.get("RATELIMIT_KEY_PREFIX") or "m2m"
-        self.limiter = Limiter(
-            get_remote_address,
-            app=app,
-            # Memory (per process) unless the app names a shared storage such as Redis.
-            storage_uri=app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
-            # Storage failures surface as limits.errors.StorageError (503 when failing closed).
-            storage_options={"wrap_exceptions": True},
-            in_memory_fallback_enabled=state.settings.rate_limit_fail_open,
-            swallow_errors=False,
-            key_prefix=self.key_prefix,
-            headers_enabled=False,
-            default_limits_exempt_when=_always,
-            application_limits_exempt_when=_always,
-        )
-        # Its request hook runs for every route of the app: let it skip them all.
-        self.limiter.request_filter(_always)
+        #: The strategy over the app's storage; None while limits are off (nothing is built).
+        self.strategy: RateLimiter | None = _strategy(app) if self.enabled else None
         self._memory: RateLimiter | None = None
         self._memory_until = 0.0
         #: limit string -> parsed limits
         self._parsed: dict[str, list[RateLimitItem]] = {}
         #: (client id, window) of the breaches already audited by this process
         self._reported: set[tuple[str, int]] = set()
+
+    @property
+    def storage(self) -> Storage | None:
+        """The storage the counters live in (None while limits are off)."""
+        return None if self.strategy is None else self.strategy.storage
 
     # -- per client, on the token endpoint ---------------------------------------------------
     def count_token_request(self, client: Any) -> list[tuple[str, str]]:
@@ -141,10 +172,13 @@ class RateLimits:
     def _counting(self, work: Callable[[RateLimiter], T]) -> T:
         """Run ``work`` on the storage's strategy; when the storage fails, fail closed (raise)
         or open (count in memory for a few seconds, then try the storage again)."""
+        strategy = self.strategy
+        if strategy is None:
+            raise RuntimeError("rate limits are off (RATELIMIT_ENABLED = False)")
         if self._memory is not None and time.monotonic() < self._memory_until:
             return work(self._memory)
         try:
-            return work(self.limiter.limiter)
+            return work(strategy)
         except StorageError as exc:
             if not self.state.settings.rate_limit_fail_open:
                 raise
@@ -153,7 +187,7 @@ class RateLimits:
                 type(exc.storage_error).__name__,
             )
             if self._memory is None:
-                self._memory = type(self.limiter.limiter)(MemoryStorage())
+                self._memory = type(strategy)(MemoryStorage())
             self._memory_until = time.monotonic() + _FALLBACK_SECONDS
             return work(self._memory)
 
@@ -194,7 +228,7 @@ class RateLimits:
         def limited(*args: Any, **kwargs: Any) -> Response:
             if not self.enabled:
                 return view(*args, **kwargs)
-            key = (self.key_prefix, "m2m-failed-auth", get_remote_address())
+            key = (self.key_prefix, "m2m-failed-auth", _remote_address())
 
             def test(strategy: RateLimiter) -> tuple[RateLimitItem, float] | None:
                 over = next((i for i in items if not strategy.test(i, *key)), None)
@@ -233,7 +267,7 @@ class RateLimits:
             if not self.enabled:
                 return None
             who = principal()
-            caller = f"principal:{who}" if who is not None else "addr:" + get_remote_address()
+            caller = f"principal:{who}" if who is not None else "addr:" + _remote_address()
             key = (self.key_prefix, "m2m-management", caller)
 
             def hit(strategy: RateLimiter) -> tuple[RateLimitItem, float] | None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import InvalidScopeError, OAuth2Request, grants
-from flask import Response, current_app, g, json
+from flask import Response, current_app, json
 from flask import request as flask_request
 
 from . import signals
@@ -70,6 +70,20 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             raise InvalidScopeError(f"Scope not allowed for this client: {' '.join(refused)}.")
         self.request.granted_scope = " ".join(dict.fromkeys(tokens))
 
+    def validate_token_request(self) -> None:
+        """Authenticate the client and check its scopes, then count its token-endpoint limit
+        (so naming a client cannot spend its quota); the limit's headers wait for the response.
+
+        :raises RateLimited: (429) when the client is over an enforced limit.
+        """
+        super().validate_token_request()
+        limits = self.server.state.rate_limits
+        self.limit_headers: list[tuple[str, str]] = limits.count_token_request(self.request.client)
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        status, body, headers = super().create_token_response()
+        return status, body, [*headers, *self.limit_headers]
+
     def generate_token(
         self,
         user: Any = None,
@@ -110,9 +124,6 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         return self.state.db.session.get(self.state.models.client, client_id)
 
     def _generate_token(self, grant_type: str, client: Any, **kwargs: Any) -> dict[str, Any]:
-        # The client's token-endpoint limit, counted once it has authenticated and its scopes
-        # are valid (so naming a client cannot spend its quota); its headers go on the response.
-        g._m2m_limit_headers = self.state.rate_limits.count_token_request(client)
         return self.state.tokens.issue(
             client, kwargs.get("scope") or "", self.state.issuer(), self.state.audience()
         )

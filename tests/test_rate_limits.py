@@ -301,6 +301,74 @@ def test_host_app_limits_are_not_applied_twice(app_factory: Callable[..., Flask]
     assert statuses == [200, 200, 200]
 
 
+#: The app-wide hook registries of a Flask app (``None``: every route; names: blueprints).
+HOOKS = (
+    "before_request_funcs",
+    "after_request_funcs",
+    "teardown_request_funcs",
+    "url_value_preprocessors",
+    "url_default_functions",
+    "template_context_processors",
+)
+
+
+def _module(func: Any) -> str:
+    return str(getattr(getattr(func, "func", func), "__module__", ""))
+
+
+def test_host_routes_reach_no_flask_m2m_hook(app_factory: Callable[..., Flask]) -> None:
+    """flask-m2m adds no function that runs on the app's own routes (no limiter hook, no
+    Flask-Limiter instance), and such a route never reaches the rate-limit storage: with
+    an unreachable storage and limits failing closed, it is served while the token
+    endpoint answers 503."""
+    app = app_factory(RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0", M2M_RATE_LIMIT_FAIL_OPEN=False)
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    ours = ("flask_m2m", "flask_limiter")
+    for name in HOOKS:
+        app_wide = getattr(app, name).get(None, [])
+        assert not [f for f in app_wide if _module(f).startswith(ours)], name
+    app_level = [*app.teardown_appcontext_funcs, *app.shell_context_processors]
+    assert not [f for f in app_level if _module(f).startswith(ours)]
+    assert "limiter" not in app.extensions
+    c, creds = app.test_client(), register(app)
+    assert [c.get("/ping").status_code for _ in range(3)] == [200] * 3
+    assert token_status(c, creds).status_code == 503
+
+
+def test_strategy_is_flask_limiters_setting(app_factory: Callable[..., Flask]) -> None:
+    """``RATELIMIT_STRATEGY`` picks the ``limits`` strategy, as it does for Flask-Limiter."""
+    from limits.strategies import MovingWindowRateLimiter
+
+    app = app_factory(RATELIMIT_STRATEGY="moving-window", M2M_TOKEN_RATE_LIMIT="2/minute")
+    assert isinstance(get_state(app).rate_limits.strategy, MovingWindowRateLimiter)
+    c, creds = app.test_client(), register(app)
+    assert [token_status(c, creds).status_code for _ in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("RATELIMIT_STRATEGY", "leaky-bucket"), ("RATELIMIT_STORAGE_URI", "nosuch://host")],
+)
+def test_bad_storage_settings_are_refused(key: str, value: str) -> None:
+    """An unknown strategy or storage is a ConfigurationError at init that names the key."""
+    with pytest.raises(ConfigurationError, match=key):
+        make_app(**{key: value})
+
+
+def test_nothing_is_built_while_limits_are_off(app_factory: Callable[..., Flask]) -> None:
+    """With ``RATELIMIT_ENABLED = False`` no storage is built (even a bad one) and tokens
+    are served without counting."""
+    app = app_factory(RATELIMIT_ENABLED=False, RATELIMIT_STORAGE_URI="nosuch://host",
+                      M2M_TOKEN_RATE_LIMIT="1/minute")
+    assert get_state(app).rate_limits.storage is None
+    c, creds = app.test_client(), register(app)
+    assert [token_status(c, creds).status_code for _ in range(3)] == [200] * 3
+
+
 @pytest.mark.parametrize(
     "key", ["M2M_TOKEN_RATE_LIMIT", "M2M_FAILED_AUTH_RATE_LIMIT", "M2M_MANAGEMENT_RATE_LIMIT"]
 )
@@ -314,7 +382,8 @@ def test_storage_is_the_configured_one(app: Flask) -> None:
     """Counters live where ``RATELIMIT_STORAGE_URI`` says (Redis in CI, memory by default)."""
     from flask_m2m.extension import get_state
 
-    storage = get_state(app).rate_limits.limiter.storage
+    storage = get_state(app).rate_limits.storage
+    assert storage is not None
     scheme = RATELIMIT_STORAGE_URI.split(":", 1)[0]
     assert type(storage).__name__.lower().startswith(scheme)
     assert storage.check()
