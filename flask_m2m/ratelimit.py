@@ -32,7 +32,9 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, Flask, Response, current_app, json, request
+from flask import Blueprint, Flask, Response, current_app, json
+from flask_limiter.constants import ConfigVars
+from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
@@ -52,11 +54,6 @@ _FAILED_AUTH = (401,)
 _FALLBACK_SECONDS = 2.0
 
 T = TypeVar("T")
-
-
-def _remote_address() -> str:
-    """The request's remote address, as Flask-Limiter's ``get_remote_address`` gives it."""
-    return request.remote_addr or "127.0.0.1"
 
 
 class RateLimited(OAuth2Error):  # type: ignore[misc]
@@ -83,14 +80,14 @@ def _strategy(app: Flask) -> RateLimiter:
     :raises ConfigurationError: naming the key, for an unknown storage or strategy.
     """
     config = app.config
-    name = config.get("RATELIMIT_STRATEGY") or "fixed-window"
+    name = config.get(ConfigVars.STRATEGY) or "fixed-window"
     if name not in STRATEGIES:
         raise ConfigurationError(f"RATELIMIT_STRATEGY must be one of {sorted(STRATEGIES)}.")
-    options = dict(config.get("RATELIMIT_STORAGE_OPTIONS") or {})
+    options = dict(config.get(ConfigVars.STORAGE_OPTIONS) or {})
     # Storage failures surface as limits.errors.StorageError (503 when failing closed).
     options["wrap_exceptions"] = True
     try:
-        storage = storage_from_string(config.get("RATELIMIT_STORAGE_URI") or "memory://", **options)
+        storage = storage_from_string(config.get(ConfigVars.STORAGE_URI) or "memory://", **options)
     except LimitsConfigurationError as exc:
         raise ConfigurationError(
             "RATELIMIT_STORAGE_URI names no storage the limits library can use "
@@ -112,10 +109,10 @@ class RateLimits:
 
     def __init__(self, app: Flask, state: M2MState):
         self.state = state
-        self.enabled = bool(app.config.get("RATELIMIT_ENABLED", True))
+        self.enabled = bool(app.config.get(ConfigVars.ENABLED, True))
         #: ``X-RateLimit-*`` on successful token responses too (they are always on 429s).
-        self.headers_enabled = bool(app.config.get("RATELIMIT_HEADERS_ENABLED", False))
-        self.key_prefix = app.config.get("RATELIMIT_KEY_PREFIX") or "m2m"
+        self.headers_enabled = bool(app.config.get(ConfigVars.HEADERS_ENABLED, False))
+        self.key_prefix = app.config.get(ConfigVars.KEY_PREFIX) or "m2m"
         #: The strategy over the app's storage; None while limits are off (nothing is built).
         self.strategy: RateLimiter | None = _strategy(app) if self.enabled else None
         self._memory: RateLimiter | None = None
@@ -228,7 +225,7 @@ class RateLimits:
         def limited(*args: Any, **kwargs: Any) -> Response:
             if not self.enabled:
                 return view(*args, **kwargs)
-            key = (self.key_prefix, "m2m-failed-auth", _remote_address())
+            key = (self.key_prefix, "m2m-failed-auth", get_remote_address())
 
             def test(strategy: RateLimiter) -> tuple[RateLimitItem, float] | None:
                 over = next((i for i in items if not strategy.test(i, *key)), None)
@@ -267,7 +264,7 @@ class RateLimits:
             if not self.enabled:
                 return None
             who = principal()
-            caller = f"principal:{who}" if who is not None else "addr:" + _remote_address()
+            caller = f"principal:{who}" if who is not None else "addr:" + get_remote_address()
             key = (self.key_prefix, "m2m-management", caller)
 
             def hit(strategy: RateLimiter) -> tuple[RateLimitItem, float] | None:
