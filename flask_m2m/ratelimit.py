@@ -27,13 +27,14 @@ from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Blueprint, Flask, Response, current_app, json
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import RateLimiter
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import audit, signals
+from .policy import parse_rate_limit
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -113,7 +114,7 @@ class RateLimits:
         limit = client.rate_limit or settings.token_rate_limit
         items = self._parsed.get(limit)
         if items is None:
-            items = self._parsed[limit] = parse_many(limit)
+            items = self._parsed[limit] = parse_rate_limit(limit, max_window=None)
         enforced = (client.rate_limit_mode or settings.token_rate_limit_mode) != "log-only"
         key = (self.key_prefix, "m2m-token", client.client_id)
 
@@ -188,7 +189,7 @@ class RateLimits:
     # -- per address, and the management API -----------------------------------------------
     def protect_client_auth(self, view: Callable[..., Response]) -> Callable[..., Response]:
         """Per-address limit counting only failed client authentications (all endpoints)."""
-        items = parse_many(self.state.settings.failed_auth_rate_limit)
+        items = parse_rate_limit(self.state.settings.failed_auth_rate_limit)
 
         @wraps(view)
         def limited(*args: Any, **kwargs: Any) -> Response:
@@ -227,7 +228,7 @@ class RateLimits:
         Counted by a ``before_request`` hook of the blueprint, so after every hook of the app
         itself: the app's authorizer sees what those hooks set (a logged-in user on ``g``).
         """
-        items = parse_many(self.state.settings.management_rate_limit)
+        items = parse_rate_limit(self.state.settings.management_rate_limit)
 
         def limit() -> Response | None:
             if not self.enabled:
