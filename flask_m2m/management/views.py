@@ -27,6 +27,7 @@ from .schemas import (
     NewSecretSchema,
     SecretCreateSchema,
     SecretListSchema,
+    dump_client_with_secret,
 )
 
 P = ParamSpec("P")
@@ -129,18 +130,11 @@ def _dump(schema: Any, obj: Any, status: int = 200) -> tuple[Response, int]:
     return jsonify(schema.dump(obj)), status
 
 
-def _with_secret(client: Any, issued: lifecycle.IssuedSecret) -> dict[str, Any]:
-    """The ``ClientWithSecret`` response: the client, and its new secret once."""
-    data: dict[str, Any] = ClientSchema().dump(client)
-    data.update(NewSecretSchema().dump(issued.as_dict()))
-    return data
-
-
 @managed
 def create_client() -> tuple[Response, int]:
     data = ClientCreateSchema().load(_json_body())
     client, issued = lifecycle.create_client(get_state(), **data)
-    return jsonify(_with_secret(client, issued)), 201
+    return jsonify(dump_client_with_secret(client, issued)), 201
 
 
 @managed
