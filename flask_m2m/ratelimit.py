@@ -24,7 +24,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, Flask, Response, current_app, json
+from flask import Blueprint, Flask, Response, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem
@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import audit, signals
 from .policy import parse_rate_limit
+from .problems import problem
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -265,12 +266,6 @@ def _limit_headers(item: RateLimitItem, remaining: int, reset_at: float) -> list
 
 def _problem_breach(item: RateLimitItem, reset_at: float) -> Response:
     """429 as an RFC 9457 problem object, with ``Retry-After`` and ``X-RateLimit-*``."""
-    body = {
-        "type": "about:blank",
-        "title": "Too Many Requests",
-        "status": 429,
-        "detail": f"Rate limit exceeded: {item}. Retry later.",
-    }
     headers = dict(_limit_headers(item, 0, reset_at))
-    headers.update({"Retry-After": _seconds_until(reset_at), "Cache-Control": "no-store"})
-    return Response(json.dumps(body), 429, headers, mimetype="application/problem+json")
+    headers["Retry-After"] = _seconds_until(reset_at)
+    return problem(429, f"Rate limit exceeded: {item}. Retry later.", headers=headers)
