@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from .policy import MAX_LABEL_LENGTH, MAX_NAME_LENGTH, MAX_RATE_LIMIT_LENGTH
+from .policy import AUTH_METHODS, MAX_LABEL_LENGTH, MAX_NAME_LENGTH, MAX_RATE_LIMIT_LENGTH
 
 #: What a client is now: it may authenticate only when ``"active"``.
 ClientStatus = Literal["active", "disabled", "expired"]
@@ -110,7 +110,7 @@ class ClientMixin:
         return False
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method in ("client_secret_basic", "client_secret_post")
+        return method in AUTH_METHODS
 
     def check_response_type(self, response_type: str) -> bool:
         return False
