@@ -49,6 +49,8 @@ Parser = Callable[[Source, str], Any]
 
 
 def integer(minimum: int = 1) -> Parser:
+    """A whole number of at least ``minimum`` (a numeric string too)."""
+
     def parse(source: Source, key: str) -> int:
         value = source.get(key)
         try:
@@ -63,6 +65,7 @@ def integer(minimum: int = 1) -> Parser:
 
 
 def optional_integer(minimum: int = 1, maximum: int | None = None) -> Parser:
+    """None, or a whole number from ``minimum`` to ``maximum``."""
     whole = integer(minimum)
 
     def parse(source: Source, key: str) -> int | None:
@@ -77,15 +80,18 @@ def optional_integer(minimum: int = 1, maximum: int | None = None) -> Parser:
 
 
 def seconds(minimum: int) -> Parser:
+    """Whole seconds of at least ``minimum``, as a float."""
     whole = integer(minimum)
     return lambda source, key: float(whole(source, key))
 
 
 def flag(source: Source, key: str) -> bool:
+    """The value's truth."""
     return bool(source.get(key))
 
 
 def optional_flag(source: Source, key: str) -> bool | None:
+    """None, a bool, or one of :data:`BOOL_WORDS`."""
     value = source.get(key)
     if value is None or isinstance(value, bool):
         return value
@@ -96,6 +102,8 @@ def optional_flag(source: Source, key: str) -> bool | None:
 
 
 def choice(options: Sequence[str], *, lower: bool = False) -> Parser:
+    """One of ``options`` (compared in lower case when ``lower``)."""
+
     def parse(source: Source, key: str) -> str:
         value = str(source.get(key))
         value = value.lower() if lower else value
@@ -107,6 +115,7 @@ def choice(options: Sequence[str], *, lower: bool = False) -> Parser:
 
 
 def rate_limit(source: Source, key: str) -> str:
+    """A limit string under the rule of :func:`~flask_m2m.policy.parse_rate_limit`."""
     value = source.get(key)
     try:
         parse_rate_limit(value)
@@ -116,26 +125,30 @@ def rate_limit(source: Source, key: str) -> str:
 
 
 def text(source: Source, key: str) -> str | None:
+    """A string, or None when empty."""
     value = source.get(key)
     return str(value) if value else None
 
 
 def url(source: Source, key: str) -> str | None:
+    """A URL without its trailing slash, or None when empty."""
     value = source.get(key)
     return str(value).rstrip("/") if value else None
 
 
 def prefix(source: Source, key: str) -> str:
     """A URL prefix: ``/m2m`` (one leading slash, none trailing), or ``""`` for the root."""
-    prefix = "/" + str(source.get(key) or "").strip("/")
-    return "" if prefix == "/" else prefix
+    value = "/" + str(source.get(key) or "").strip("/")
+    return "" if value == "/" else value
 
 
 def path(source: Source, key: str) -> str:
+    """A route: one leading slash, none trailing (``/`` for the root)."""
     return "/" + str(source.get(key) or "").strip("/")
 
 
 def scope_list(source: Source, key: str) -> frozenset[str] | None:
+    """None, or scopes as a list or a space-separated string."""
     value = source.get(key)
     if isinstance(value, str):
         value = value.split()
@@ -143,6 +156,7 @@ def scope_list(source: Source, key: str) -> frozenset[str] | None:
 
 
 def jwk_set(source: Source, key: str) -> dict[str, Any] | None:
+    """None, or a JWK set (``{"keys": [...]}``) as a dict or JSON."""
     value = source.get(key)
     if isinstance(value, str):
         try:
