@@ -61,7 +61,7 @@ from flask_m2m import (
 )
 from flask_m2m.bodies import discard_unread_body
 from flask_m2m.credentials import CLIENT_ID_PATTERN
-from flask_m2m.models import utcnow
+from flask_m2m.policy import MAX_NAME_LENGTH, PAGE_SIZE
 from flask_m2m.state import M2MState
 
 from . import db
@@ -76,8 +76,6 @@ LOGIN_WINDOW_SECONDS = 300
 SESSION_SECONDS = 8 * 3600
 #: The session key holding what binds a session to the server's state.
 SESSION_KEY = "example_console"
-#: Rows per page of the client and event lists.
-PAGE_SIZE = 50
 #: Endpoints reachable without logging in.
 PUBLIC_ENDPOINTS = {"console.login", "console.static"}
 
@@ -355,11 +353,14 @@ def _when(value: datetime | None) -> str:
 
 @bp.app_template_filter("status")
 def _status(client: Any) -> str:
-    if client.disabled:
-        return "disabled"
-    if client.expires_at is not None and client.expires_at <= utcnow():
-        return "expired"
-    return "active"
+    """``active``, ``disabled`` or ``expired``, as the model says."""
+    return str(client.status())
+
+
+@bp.context_processor
+def _limits() -> dict[str, Any]:
+    """The field limits the forms state, from the rules the server applies."""
+    return {"max_name_length": MAX_NAME_LENGTH}
 
 
 def _state() -> M2MState:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from .errors import InvalidClientData
 from .models import utcnow
 from .pagination import Page, decode_cursor, fetch_page
+from .policy import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -59,7 +60,7 @@ def record(
 def list_events(
     state: M2MState,
     *,
-    limit: int = 50,
+    limit: int = PAGE_SIZE,
     cursor: str | None = None,
     client_id: str | None = None,
     event: str | None = None,

@@ -139,8 +139,9 @@ def authenticate_client(state: M2MState, client_id: str, secret: str, basic: boo
     if index is None:
         raise _fail(client_id, "invalid_secret", basic)
     client = credentials.client
-    if not client.is_active(now):
-        raise _fail(client_id, "disabled" if client.disabled else "expired", basic)
+    status = client.status(now)
+    if status != "active":
+        raise _fail(client_id, status, basic)
     _note_use(state, client, valid[index], valid, now, secret)
     return client
 

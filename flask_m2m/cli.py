@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from datetime import datetime
 from typing import Any
 
 import click
@@ -13,6 +12,8 @@ from flask.cli import AppGroup
 
 from . import audit, lifecycle, retention, signals
 from .errors import ClientNotFound, ConfigurationError, InvalidClientData, SecretConflict
+from .management.schemas import ClientSchema, dump_client_with_secret
+from .policy import MAX_DAYS, MAX_PAGE_SIZE, RATE_LIMIT_MODES
 from .state import M2MState, get_state
 
 m2m_cli = AppGroup("m2m", help="Manage flask-m2m clients and signing keys.")
@@ -25,32 +26,6 @@ def _state() -> M2MState:
         user = "unknown"
     audit.set_actor(f"cli:{user}")
     return get_state()
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _client_dict(client: Any, issued: lifecycle.IssuedSecret | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {"client_id": client.client_id}
-    if issued is not None:
-        data["client_secret"] = issued.plaintext
-        data["secret_id"] = issued.secret_id
-        data["secret_expires_at"] = _iso(issued.expires_at)
-    data.update(
-        name=client.name,
-        scopes=client.scopes,
-        disabled=client.disabled,
-        expires_at=_iso(client.expires_at),
-        rate_limit=client.rate_limit,
-        rate_limit_mode=client.rate_limit_mode,
-        access_token_expires_in=client.access_token_expires_in,
-        metadata=client.client_metadata,
-        last_used_at=_iso(client.last_used_at),
-        created_at=_iso(client.created_at),
-        updated_at=_iso(client.updated_at),
-    )
-    return data
 
 
 def _fail(exc: Exception) -> None:
@@ -69,11 +44,13 @@ def _print_secret(data: dict[str, Any], as_json: bool) -> None:
 @m2m_cli.command("create-client")
 @click.option("--name", required=True, help="Human-readable name.")
 @click.option("--scope", "scope", default="", help='Allowed scopes, space-separated: "read write".')
-@click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="Lifetime.")
+@click.option(
+    "--expires-in-days", type=click.IntRange(min=1, max=MAX_DAYS), default=None, help="Lifetime."
+)
 @click.option("--rate-limit", default=None, help='Token-endpoint limit, e.g. "10/minute".')
 @click.option(
     "--rate-limit-mode",
-    type=click.Choice(["enforce", "log-only"]),
+    type=click.Choice(RATE_LIMIT_MODES),
     default=None,
     help="Enforce the limit, or only count and report it (default: M2M_TOKEN_RATE_LIMIT_MODE).",
 )
@@ -102,7 +79,7 @@ def create_client(
         )
     except InvalidClientData as exc:
         _fail(exc)
-    _print_secret(_client_dict(client, issued), as_json)
+    _print_secret(dump_client_with_secret(client, issued), as_json)
 
 
 @m2m_cli.command("list-clients")
@@ -111,19 +88,20 @@ def list_clients(as_json: bool) -> None:
     """List the clients (never their secrets)."""
     state, found, cursor = _state(), [], None
     while True:
-        page = lifecycle.list_clients(state, limit=200, cursor=cursor)
+        page = lifecycle.list_clients(state, limit=MAX_PAGE_SIZE, cursor=cursor)
         found.extend(page.items)
         if not (cursor := page.next_cursor):
             break
+    shown = ClientSchema(many=True).dump(found)  # as the management API shows them
     if as_json:
-        click.echo(json.dumps({"clients": [_client_dict(c) for c in found]}))
+        click.echo(json.dumps({"clients": shown}))
         return
     if not found:
         click.echo("No clients.")
-    for c in found:
-        status = "disabled" if c.disabled else ("active" if c.is_active() else "expired")
-        expires = c.expires_at.isoformat() if c.expires_at else "never"
-        click.echo(f"{c.client_id}  {status:8}  expires {expires}  {c.name!r}  [{c.scope}]")
+    for client, data in zip(found, shown, strict=True):
+        expires, scopes = data["expires_at"] or "never", " ".join(data["scopes"])
+        row = f"{data['client_id']}  {client.status():8}  expires {expires}  {data['name']!r}"
+        click.echo(f"{row}  [{scopes}]")
 
 
 def _set_disabled(client_id: str, disabled: bool) -> None:
@@ -173,7 +151,7 @@ def rotate_secret(client_id: str, grace_period: int, as_json: bool) -> None:
         )
     except (ClientNotFound, InvalidClientData, SecretConflict) as exc:
         _fail(exc)
-    _print_secret(_client_dict(client, issued), as_json)
+    _print_secret(dump_client_with_secret(client, issued), as_json)
 
 
 @m2m_cli.command("rotate-keys")

@@ -27,19 +27,22 @@ from .credentials import (
 from .errors import ClientNotFound, InvalidClientData, SecretConflict
 from .models import utcnow
 from .pagination import Page, decode_cursor, fetch_page
-from .policy import SCOPE_TOKEN
+from .policy import (
+    MAX_DAYS,
+    MAX_LABEL_LENGTH,
+    MAX_METADATA_DEPTH,
+    MAX_NAME_LENGTH,
+    MAX_RATE_LIMIT_LENGTH,
+    MAX_SCOPES,
+    PAGE_SIZE,
+    RATE_LIMIT_MODES,
+    SCOPE_TOKEN,
+)
+from .policy import parse_rate_limit as parse_limit_string
 
 if TYPE_CHECKING:
     from .state import M2MState
 
-MAX_NAME_LENGTH = 200
-MAX_LIFETIME_DAYS = 36500
-#: Deepest nesting of client metadata: the object itself is level 1, each object or array in
-#: it one more. Far deeper values would overflow the stack of a JSON encoder (the database
-#: driver's among them) before any size limit is reached.
-MAX_METADATA_DEPTH = 32
-#: Longest window of a client's ``rate_limit``, in seconds: the ``limits`` parser's year.
-MAX_RATE_LIMIT_WINDOW = 360 * 86400
 #: Fields ``update_client`` may change.
 UPDATABLE = (
     "name",
@@ -79,6 +82,8 @@ def _app() -> Any:
 def normalize_scopes(state: M2MState, scopes: str | list[str] | tuple[str, ...]) -> str:
     """Scopes as one space-separated string of valid (§3.3) and allowed scope tokens."""
     items = scopes.split() if isinstance(scopes, str) else list(scopes)
+    if len(items) > MAX_SCOPES:
+        raise InvalidClientData(f"At most {MAX_SCOPES} scopes.", field="scopes")
     for scope in items:
         if not isinstance(scope, str) or not SCOPE_TOKEN.fullmatch(scope):
             raise InvalidClientData(f"Invalid scope {scope!r}.", field="scopes")
@@ -152,7 +157,7 @@ def _expiry_from_days(state: M2MState, days: int | None) -> datetime | None:
                 f"Clients must expire within {high} days.", field="expires_in_days"
             )
         return None
-    if isinstance(days, bool) or not isinstance(days, int) or days > MAX_LIFETIME_DAYS:
+    if isinstance(days, bool) or not isinstance(days, int) or days > MAX_DAYS:
         raise InvalidClientData("expires_in_days must be a whole number.", field="expires_in_days")
     if days < low or (high is not None and days > high):
         limit = f"from {low} to {high}" if high else f"at least {low}"
@@ -179,30 +184,19 @@ def _check_expires_at(state: M2MState, expires_at: datetime | None) -> datetime 
 
 
 def parse_rate_limit(value: str | None) -> str | None:
-    """A Flask-Limiter limit string, checked with the ``limits`` parser, whose windows are a
-    year at most (a storage such as Redis cannot expire a counter thousands of years on)."""
+    """A client's ``rate_limit``: None, or a limit string :func:`.policy.parse_rate_limit`
+    accepts that fits its column."""
     if value is None:
         return None
-    from limits import parse_many
-
     try:
-        if not isinstance(value, str) or len(value) > 64:
-            raise ValueError(value)
-        items = parse_many(value)
-        if not items or any(item.get_expiry() > MAX_RATE_LIMIT_WINDOW for item in items):
-            raise ValueError(value)
-    except ValueError:
-        raise InvalidClientData(
-            "rate_limit must be a limit string such as '100/minute', over a year at most.",
-            field="rate_limit",
-        ) from None
+        parse_limit_string(value, max_length=MAX_RATE_LIMIT_LENGTH)
+    except ValueError as exc:
+        raise InvalidClientData(f"rate_limit must be {exc}.", field="rate_limit") from None
     return value
 
 
 def parse_rate_limit_mode(value: str | None) -> str | None:
     """``"enforce"``, ``"log-only"``, or None for the ``M2M_TOKEN_RATE_LIMIT_MODE`` default."""
-    from .config import RATE_LIMIT_MODES
-
     if value is not None and value not in RATE_LIMIT_MODES:
         raise InvalidClientData(
             "rate_limit_mode must be 'enforce' or 'log-only'.", field="rate_limit_mode"
@@ -224,8 +218,10 @@ def _check_token_lifetime(state: M2MState, seconds: int | None) -> int | None:
 
 
 def _check_label(label: str | None, field: str) -> str | None:
-    if label is not None and (len(label) > 100 or not label.isprintable()):
-        raise InvalidClientData("A label is printable text of at most 100 characters.", field)
+    if label is not None and (len(label) > MAX_LABEL_LENGTH or not label.isprintable()):
+        raise InvalidClientData(
+            f"A label is printable text of at most {MAX_LABEL_LENGTH} characters.", field
+        )
     return label
 
 
@@ -425,7 +421,7 @@ def _lock_for_write(state: M2MState, client_id: str) -> None:
 def list_clients(
     state: M2MState,
     *,
-    limit: int = 50,
+    limit: int = PAGE_SIZE,
     cursor: str | None = None,
     name_prefix: str | None = None,
     disabled: bool | None = None,
@@ -454,8 +450,7 @@ def list_clients(
     if disabled is not None:
         query = query.where(model.disabled.is_(disabled))
     if expired is not None:
-        now = utcnow()
-        is_expired = and_(model.expires_at.is_not(None), model.expires_at <= now)
+        is_expired = model.expired_condition(utcnow())
         query = query.where(is_expired if expired else ~is_expired)
     return fetch_page(
         state.db.session, query, limit, lambda row: [row.created_at.isoformat(), row.client_id]

@@ -9,12 +9,17 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ColumnElement, DateTime, Integer, String, Text, and_
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from .policy import AUTH_METHODS, MAX_LABEL_LENGTH, MAX_NAME_LENGTH, MAX_RATE_LIMIT_LENGTH
+
+#: What a client is now: it may authenticate only when ``"active"``.
+ClientStatus = Literal["active", "disabled", "expired"]
 
 
 def utcnow() -> datetime:
@@ -53,14 +58,14 @@ class ClientMixin(_Row):
     """A machine client: id, hashed secret, allowed scopes and life-cycle state."""
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), default="", index=True)
+    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH), default="", index=True)
     #: Allowed scopes, space-separated (RFC 6749 §3.3).
     scope: Mapped[str] = mapped_column(Text, default="")
     client_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     #: Flask-Limiter limit string overriding the default token-endpoint limit.
-    rate_limit: Mapped[str | None] = mapped_column(String(64), default=None)
+    rate_limit: Mapped[str | None] = mapped_column(String(MAX_RATE_LIMIT_LENGTH), default=None)
     #: ``"enforce"`` or ``"log-only"`` (counted and reported, not enforced); None: the
     #: ``M2M_TOKEN_RATE_LIMIT_MODE`` default.
     rate_limit_mode: Mapped[str | None] = mapped_column(String(16), default=None)
@@ -78,11 +83,23 @@ class ClientMixin(_Row):
         """The allowed scopes as a list."""
         return self.scope.split()
 
+    def status(self, now: datetime | None = None) -> ClientStatus:
+        """``"disabled"``, else ``"expired"`` once ``expires_at`` has passed, else
+        ``"active"``: the one statement of that rule (:meth:`expired_condition` is its SQL)."""
+        if self.disabled:
+            return "disabled"
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
+            return "expired"
+        return "active"
+
     def is_active(self, now: datetime | None = None) -> bool:
         """Whether the client may authenticate: not disabled and not expired."""
-        if self.disabled:
-            return False
-        return self.expires_at is None or self.expires_at > (now or utcnow())
+        return self.status(now) == "active"
+
+    @classmethod
+    def expired_condition(cls, now: datetime) -> ColumnElement[bool]:
+        """A query condition: the client has expired at ``now`` (as :meth:`status` says)."""
+        return and_(cls.expires_at.is_not(None), cls.expires_at <= now)
 
     # Authlib's ClientMixin protocol ---------------------------------------------------------
     def get_client_id(self) -> str:
@@ -101,7 +118,7 @@ class ClientMixin(_Row):
         return False
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method in ("client_secret_basic", "client_secret_post")
+        return method in AUTH_METHODS
 
     def check_response_type(self, response_type: str) -> bool:
         return False
@@ -115,7 +132,7 @@ class ClientSecretMixin(_Row):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64), index=True)
-    label: Mapped[str | None] = mapped_column(String(100), default=None)
+    label: Mapped[str | None] = mapped_column(String(MAX_LABEL_LENGTH), default=None)
     secret_hash: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: After this time the secret no longer works (grace period or maximum age).

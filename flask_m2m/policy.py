@@ -1,10 +1,76 @@
-"""The protocol's rules that several layers check: scope syntax, client authentication methods."""
+"""The rules several layers check, each written once: scope syntax, client authentication
+methods, rate-limit strings, and the length and range limits of client fields.
+
+The management API's schemas, the client life cycle (and so the CLI and the example console),
+the configuration checks and the models' column widths all read these names; this module
+imports nothing of flask-m2m, so every layer may use it.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
 
 #: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 #: The client authentication methods of the token, revocation and introspection endpoints.
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+#: What a client's token-endpoint limit does: refuse (429), or only count and report.
+RATE_LIMIT_MODES = ("enforce", "log-only")
+
+# -- limits of client fields --------------------------------------------------------------------
+#: Longest client name (the width of its column).
+MAX_NAME_LENGTH = 200
+#: Longest label of a client secret (the width of its column).
+MAX_LABEL_LENGTH = 100
+#: Most scopes one client may be given.
+MAX_SCOPES = 100
+#: Longest span in days anything may be set to (client lifetimes, audit retention): 100 years,
+#: beyond which date arithmetic overflows.
+MAX_DAYS = 36500
+#: Deepest nesting of client metadata: the object itself is level 1, each object or array in
+#: it one more. Far deeper values would overflow the stack of a JSON encoder (the database
+#: driver's among them) before any size limit is reached.
+MAX_METADATA_DEPTH = 32
+#: Longest client ``rate_limit`` string (the width of its column).
+MAX_RATE_LIMIT_LENGTH = 64
+#: Longest window of a rate limit, in seconds: the ``limits`` parser's year (360 days). A
+#: storage such as Redis cannot expire a counter thousands of years on.
+MAX_RATE_LIMIT_WINDOW = 360 * 86400
+#: Rows per page of a list, by default and at most.
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+#: What :func:`parse_rate_limit` accepts, as its error messages say it.
+RATE_LIMIT_RULE = "a limit string such as '100/minute', over a year at most"
+
+
+def parse_rate_limit(
+    value: object,
+    *,
+    max_length: int | None = None,
+    max_window: int | None = MAX_RATE_LIMIT_WINDOW,
+) -> list[RateLimitItem]:
+    """Parse a Flask-Limiter limit string (``"10/second;1000/day"``) with the ``limits``
+    parser, refusing windows longer than :data:`MAX_RATE_LIMIT_WINDOW`.
+
+    :param max_length: the longest string accepted, if any.
+    :param max_window: the longest window accepted, in seconds; None to read a stored value
+        that may predate the rule (a client row written by version 0.1.0).
+    :raises ValueError: whose message is :data:`RATE_LIMIT_RULE`.
+    """
+    from limits import parse_many
+
+    try:
+        if not isinstance(value, str) or (max_length is not None and len(value) > max_length):
+            raise ValueError(value)
+        items = parse_many(value)
+        too_long = max_window is not None and any(i.get_expiry() > max_window for i in items)
+        if not items or too_long:
+            raise ValueError(value)
+    except ValueError:
+        raise ValueError(RATE_LIMIT_RULE) from None
+    return items

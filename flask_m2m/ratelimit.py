@@ -32,10 +32,10 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from flask import Blueprint, Flask, Response, current_app, json
+from flask import Blueprint, Flask, Response, current_app
 from flask_limiter.constants import ConfigVars
 from flask_limiter.util import get_remote_address
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage, storage_from_string
@@ -44,6 +44,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import audit, signals
 from .errors import ConfigurationError
+from .policy import parse_rate_limit
+from .problems import problem
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -141,7 +143,7 @@ class RateLimits:
         limit = client.rate_limit or settings.token_rate_limit
         items = self._parsed.get(limit)
         if items is None:
-            items = self._parsed[limit] = parse_many(limit)
+            items = self._parsed[limit] = parse_rate_limit(limit, max_window=None)
         enforced = (client.rate_limit_mode or settings.token_rate_limit_mode) != "log-only"
         key = (self.key_prefix, "m2m-token", client.client_id)
 
@@ -219,7 +221,7 @@ class RateLimits:
     # -- per address, and the management API -----------------------------------------------
     def protect_client_auth(self, view: Callable[..., Response]) -> Callable[..., Response]:
         """Per-address limit counting only failed client authentications (all endpoints)."""
-        items = parse_many(self.state.settings.failed_auth_rate_limit)
+        items = parse_rate_limit(self.state.settings.failed_auth_rate_limit)
 
         @wraps(view)
         def limited(*args: Any, **kwargs: Any) -> Response:
@@ -258,7 +260,7 @@ class RateLimits:
         Counted by a ``before_request`` hook of the blueprint, so after every hook of the app
         itself: the app's authorizer sees what those hooks set (a logged-in user on ``g``).
         """
-        items = parse_many(self.state.settings.management_rate_limit)
+        items = parse_rate_limit(self.state.settings.management_rate_limit)
 
         def limit() -> Response | None:
             if not self.enabled:
@@ -295,12 +297,6 @@ def _limit_headers(item: RateLimitItem, remaining: int, reset_at: float) -> list
 
 def _problem_breach(item: RateLimitItem, reset_at: float) -> Response:
     """429 as an RFC 9457 problem object, with ``Retry-After`` and ``X-RateLimit-*``."""
-    body = {
-        "type": "about:blank",
-        "title": "Too Many Requests",
-        "status": 429,
-        "detail": f"Rate limit exceeded: {item}. Retry later.",
-    }
     headers = dict(_limit_headers(item, 0, reset_at))
-    headers.update({"Retry-After": _seconds_until(reset_at), "Cache-Control": "no-store"})
-    return Response(json.dumps(body), 429, headers, mimetype="application/problem+json")
+    headers["Retry-After"] = _seconds_until(reset_at)
+    return problem(429, f"Rate limit exceeded: {item}. Retry later.", headers=headers)

@@ -15,7 +15,6 @@ from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import inspect
 
-import flask_m2m
 from flask_m2m import (
     M2M,
     AuditEventMixin,
@@ -31,6 +30,7 @@ from flask_m2m import (
 )
 from flask_m2m.extension import get_state
 from flask_m2m.lifecycle import create_client
+from flask_m2m.state import M2MState
 
 Build = Callable[..., tuple[Flask, SQLAlchemy]]
 
@@ -100,7 +100,7 @@ def test_constructor_with_app(build: Build) -> None:
     app, db = build()
     M2M(app, db)
     create_tables(app, db)
-    assert isinstance(get_state(app), flask_m2m.state.M2MState)
+    assert isinstance(get_state(app), M2MState)
     round_trip(app)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,26 @@ def test_document_follows_prefix(app_factory: Any) -> None:
     app = app_factory(M2M_URL_PREFIX="/auth", M2M_MANAGEMENT_ENABLED=True)
     paths = set(app.test_client().get("/auth/openapi.json").get_json()["paths"])
     assert "/auth/clients" in paths and "/auth/token" in paths
+
+
+def test_document_and_blueprint_share_one_route_table(app: Flask) -> None:
+    """Every management route the app serves (but the document itself) is in the document
+    with the same methods, and the document lists no management route the app lacks."""
+    document = app.test_client().get("/m2m/openapi.json").get_json()
+    served: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("m2m_management.") and rule.rule != "/m2m/openapi.json":
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            served.setdefault(path, set()).update(
+                m.lower() for m in rule.methods or () if m not in ("HEAD", "OPTIONS")
+            )
+    documented: dict[str, set[str]] = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters" and operation.get("security") == [{"bearerAuth": []}]:
+                documented.setdefault(path, set()).add(method)
+    assert served == documented
+    assert len(served) == 7
 
 
 #: Checks of the responses to data that does not fit the document. Not

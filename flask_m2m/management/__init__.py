@@ -6,42 +6,15 @@ the blueprint only, so the host app's own error pages are left alone.
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, json
+from flask import Blueprint, Response
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..bodies import discard_unread_body
 from ..errors import InvalidClientData, TemporarilyUnavailable
 from ..outages import OUTAGE_ERRORS, log_outage
+from ..problems import PROBLEM_TYPE, problem
 from .views import register_routes
-
-PROBLEM_TYPE = "application/problem+json"
-
-
-def problem(
-    status: int,
-    detail: str,
-    errors: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-    title: str | None = None,
-) -> Response:
-    """An RFC 9457 problem response."""
-    from werkzeug.http import HTTP_STATUS_CODES
-
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or HTTP_STATUS_CODES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        body["errors"] = errors
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_TYPE)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.update(headers or {})
-    return response
 
 
 def _validation_error(error: ValidationError) -> Response:

@@ -1,7 +1,12 @@
-"""The OpenAPI 3.1 document, generated from the marshmallow schemas with apispec."""
+"""The OpenAPI 3.1 document, generated with apispec from the marshmallow schemas and from the
+management API's route table (:data:`flask_m2m.management.views.ROUTES`), the same table the
+blueprint is built from."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -105,115 +110,72 @@ def _body(name: str, media: str = "application/json") -> dict[str, Any]:
     return {"required": True, "content": {media: {"schema": _ref(name)}}}
 
 
-_CLIENT_ID = {"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_SECRET_ID = {"name": "secret_id", "in": "path", "required": True, "schema": {"type": "string"}}
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route of the management API: the blueprint's URL rule and view, and what the
+    OpenAPI document says of it."""
+
+    #: URL rule under the prefix, as Flask writes it: ``/clients/<client_id>``.
+    rule: str
+    methods: tuple[str, ...]
+    view: Callable[..., Any]
+    #: Status and body of the success response (None: no body), and its description.
+    status: int
+    response: type[Schema] | None
+    description: str
+    #: The JSON request body, if the route takes one (then 400, 415 and 422 may answer).
+    body: type[Schema] | None = None
+    #: The query string (then 422 may answer).
+    query: type[Schema] | None = None
+    summary: str | None = None
+    #: Problem statuses besides those the rule, body and query imply (401, 403, 429 and 503
+    #: always; 404 for a route under a client).
+    problems: tuple[int, ...] = ()
+    #: Whether the OpenAPI document lists it.
+    documented: bool = True
+
+
+#: A placeholder of a Flask URL rule, ``<name>`` or ``<converter:name>``.
+_PLACEHOLDER = re.compile(r"<(?:\w+:)?(\w+)>")
 _FORM = "application/x-www-form-urlencoded"
 _AUTH = (401, 403, 429, 503)
 
 
-def _management_paths(spec: APISpec, prefix: str) -> None:
-    secured: dict[str, Any] = {"security": [{"bearerAuth": []}]}
-    spec.path(
-        path=f"{prefix}/clients",
-        operations={
-            "post": {
-                **secured,
-                "summary": "Create a client; the only response with its first secret.",
-                "requestBody": _body("ClientCreate"),
-                "responses": {
-                    "201": _json("ClientWithSecret", "Created"),
-                    **_problems(400, 415, 422, *_AUTH),
-                },
-            },
-            "get": {
-                **secured,
-                "summary": "List clients (paginated, filterable).",
-                "parameters": [{"in": "query", "schema": schemas.ClientQuerySchema}],
-                "responses": {"200": _json("ClientPage", "A page"), **_problems(422, *_AUTH)},
-            },
-        },
-    )
-    spec.path(
-        path=f"{prefix}/clients/{{client_id}}",
-        parameters=[_CLIENT_ID],
-        operations={
-            "get": {
-                **secured,
-                "responses": {"200": _json("Client", "The client"), **_problems(404, *_AUTH)},
-            },
-            "patch": {
-                **secured,
-                "requestBody": _body("ClientUpdate"),
-                "responses": {
-                    "200": _json("Client", "Updated"),
-                    **_problems(400, 404, 415, 422, *_AUTH),
-                },
-            },
-            "put": {
-                **secured,
-                "requestBody": _body("ClientUpdate"),
-                "responses": {
-                    "200": _json("Client", "Updated"),
-                    **_problems(400, 404, 415, 422, *_AUTH),
-                },
-            },
-            "delete": {
-                **secured,
-                "responses": {"204": {"description": "Deleted"}, **_problems(404, *_AUTH)},
-            },
-        },
-    )
-    spec.path(
-        path=f"{prefix}/clients/{{client_id}}/secret",
-        parameters=[_CLIENT_ID],
-        operations={
-            "post": {
-                **secured,
-                "summary": "Add a secret; older ones keep working for grace_period_seconds.",
-                "requestBody": _body("SecretCreate"),
-                "responses": {
-                    "200": _json("NewSecret", "The new secret, shown only here"),
-                    **_problems(400, 404, 409, 415, 422, *_AUTH),
-                },
-            }
-        },
-    )
-    spec.path(
-        path=f"{prefix}/clients/{{client_id}}/secrets",
-        parameters=[_CLIENT_ID],
-        operations={
-            "get": {
-                **secured,
-                "responses": {
-                    "200": _json("SecretList", "Secret metadata"),
-                    **_problems(404, *_AUTH),
-                },
-            }
-        },
-    )
-    spec.path(
-        path=f"{prefix}/clients/{{client_id}}/secrets/{{secret_id}}",
-        parameters=[_CLIENT_ID, _SECRET_ID],
-        operations={
-            "delete": {
-                **secured,
-                "responses": {"204": {"description": "Retired"}, **_problems(404, 409, *_AUTH)},
-            }
-        },
-    )
-    events_get = {
-        **secured,
-        "parameters": [{"in": "query", "schema": schemas.EventQuerySchema}],
-        "responses": {"200": _json("EventPage", "A page of events"), **_problems(422, *_AUTH)},
-    }
-    spec.path(
-        path=f"{prefix}/clients/{{client_id}}/events",
-        parameters=[_CLIENT_ID],
-        operations={
-            "get": {**events_get, "responses": {**events_get["responses"], **_problems(404)}}
-        },
-    )
-    spec.path(path=f"{prefix}/events", operations={"get": events_get})
+def _operation(route: Route) -> dict[str, Any]:
+    names = {schema: name for name, schema in _SCHEMAS.items()}
+    codes = {*_AUTH, *route.problems}
+    operation: dict[str, Any] = {"security": [{"bearerAuth": []}]}
+    if route.summary:
+        operation["summary"] = route.summary
+    if route.query is not None:
+        operation["parameters"] = [{"in": "query", "schema": route.query}]
+        codes.add(422)
+    if route.body is not None:
+        operation["requestBody"] = _body(names[route.body])
+        codes.update((400, 415, 422))
+    if "<client_id>" in route.rule:
+        codes.add(404)
+    ok = {"description": route.description}
+    if route.response is not None:
+        ok = _json(names[route.response], route.description)
+    operation["responses"] = {str(route.status): ok, **_problems(*sorted(codes))}
+    return operation
+
+
+def _management_paths(spec: APISpec, prefix: str, routes: tuple[Route, ...]) -> None:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if route.documented:
+            operations = paths.setdefault(route.rule, {})
+            for method in route.methods:
+                operations[method.lower()] = _operation(route)
+    for rule, operations in paths.items():
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PLACEHOLDER.findall(rule)
+        ]
+        path = prefix + _PLACEHOLDER.sub(r"{\1}", rule)
+        spec.path(path=path, parameters=parameters or None, operations=operations)
 
 
 def _protocol_paths(spec: APISpec, prefix: str) -> None:
@@ -245,7 +207,7 @@ def _protocol_paths(spec: APISpec, prefix: str) -> None:
 
 
 @cache
-def _build(prefix: str, management: bool) -> dict[str, Any]:
+def _build(prefix: str, management: bool, routes: tuple[Route, ...]) -> dict[str, Any]:
     from .. import __version__
 
     spec = APISpec(
@@ -260,11 +222,12 @@ def _build(prefix: str, management: bool) -> dict[str, Any]:
     for name, schema in _SCHEMAS.items():
         spec.components.schema(name, schema=schema)
     if management:
-        _management_paths(spec, prefix)
+        _management_paths(spec, prefix, routes)
     _protocol_paths(spec, prefix)
     return spec.to_dict()
 
 
-def openapi_document(state: M2MState) -> dict[str, Any]:
-    """The document for this app's URL prefix (built once per prefix)."""
-    return _build(state.settings.url_prefix, state.settings.management_enabled)
+def openapi_document(state: M2MState, routes: tuple[Route, ...]) -> dict[str, Any]:
+    """The document of ``routes`` and the protocol endpoints for this app's URL prefix (built
+    once per prefix)."""
+    return _build(state.settings.url_prefix, state.settings.management_enabled, routes)

@@ -6,64 +6,67 @@ metadata size) live in :mod:`flask_m2m.lifecycle`, so that the CLI applies them 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from ..config import RATE_LIMIT_MODES
-from ..lifecycle import MAX_LIFETIME_DAYS, MAX_NAME_LENGTH
-from ..policy import SCOPE_TOKEN
+from ..policy import (
+    MAX_DAYS,
+    MAX_LABEL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PAGE_SIZE,
+    MAX_RATE_LIMIT_LENGTH,
+    MAX_SCOPES,
+    PAGE_SIZE,
+    RATE_LIMIT_MODES,
+    SCOPE_TOKEN,
+    parse_rate_limit,
+)
+
+if TYPE_CHECKING:
+    from ..lifecycle import IssuedSecret
 
 _scope = fields.String(validate=validate.Regexp(SCOPE_TOKEN, error="Not a valid scope token."))
 #: Text without control characters (NUL among them, which PostgreSQL cannot store or compare).
 _printable = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Control characters are not allowed.")
 
 
-def _check_rate_limit(value: str | None) -> None:
-    if value is None:
-        return
-    from ..lifecycle import parse_rate_limit
-
-    parse_rate_limit(value)  # raises InvalidClientData, turned into a ValidationError below
-
-
 class _RateLimitMixin:
     @validates("rate_limit")
     def _rate_limit(self, value: str | None, **kwargs: Any) -> None:
-        from ..errors import InvalidClientData
-
-        try:
-            _check_rate_limit(value)
-        except InvalidClientData as exc:
-            raise ValidationError(str(exc.description)) from None
+        if value is not None:
+            try:
+                parse_rate_limit(value, max_length=MAX_RATE_LIMIT_LENGTH)
+            except ValueError as exc:
+                raise ValidationError(f"rate_limit must be {exc}.") from None
 
 
 class ClientCreateSchema(_RateLimitMixin, Schema):
     """Body of ``POST /clients``."""
 
     name = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
-    scopes = fields.List(_scope, load_default=list, validate=validate.Length(max=100))
+    scopes = fields.List(_scope, load_default=list, validate=validate.Length(max=MAX_SCOPES))
     expires_in_days = fields.Integer(
-        strict=True, allow_none=True, validate=validate.Range(min=1, max=MAX_LIFETIME_DAYS)
+        strict=True, allow_none=True, validate=validate.Range(min=1, max=MAX_DAYS)
     )
     metadata = fields.Dict(keys=fields.String(), allow_none=True)
-    rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
+    rate_limit = fields.String(allow_none=True, validate=validate.Length(max=MAX_RATE_LIMIT_LENGTH))
     rate_limit_mode = fields.String(allow_none=True, validate=validate.OneOf(RATE_LIMIT_MODES))
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
-    secret_label = fields.String(allow_none=True, validate=validate.Length(max=100))
+    secret_label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
 
 
 class ClientUpdateSchema(_RateLimitMixin, Schema):
     """Body of ``PATCH /clients/<id>`` (and ``PUT``): only the fields given change."""
 
     name = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
-    scopes = fields.List(_scope, validate=validate.Length(max=100))
+    scopes = fields.List(_scope, validate=validate.Length(max=MAX_SCOPES))
     disabled = fields.Boolean()
     metadata = fields.Dict(keys=fields.String(), allow_none=True)
     expires_at = fields.AwareDateTime(allow_none=True, format="iso")
-    rate_limit = fields.String(allow_none=True, validate=validate.Length(max=64))
+    rate_limit = fields.String(allow_none=True, validate=validate.Length(max=MAX_RATE_LIMIT_LENGTH))
     rate_limit_mode = fields.String(allow_none=True, validate=validate.OneOf(RATE_LIMIT_MODES))
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
@@ -76,7 +79,7 @@ class SecretCreateSchema(Schema):
     grace_period_seconds = fields.Integer(
         strict=True, load_default=0, validate=validate.Range(min=0)
     )
-    label = fields.String(allow_none=True, validate=validate.Length(max=100))
+    label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
 
 
 class ClientSchema(Schema):
@@ -107,6 +110,13 @@ class NewSecretSchema(Schema):
 
 class ClientWithSecretSchema(ClientSchema, NewSecretSchema):
     """Response of ``POST /clients``."""
+
+
+def dump_client_with_secret(client: Any, issued: IssuedSecret) -> dict[str, Any]:
+    """A client and its new secret, shown once (``POST /clients``, the CLI's ``--json``)."""
+    data: dict[str, Any] = ClientSchema().dump(client)
+    data.update(NewSecretSchema().dump(issued.as_dict()))
+    return data
 
 
 class SecretSchema(Schema):
@@ -148,7 +158,9 @@ class EventPageSchema(Schema):
 class ClientQuerySchema(Schema):
     """Query string of ``GET /clients``."""
 
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    limit = fields.Integer(
+        load_default=PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
+    )
     cursor = fields.String(validate=[_printable, validate.Length(max=500)])
     name_prefix = fields.String(validate=[_printable, validate.Length(max=MAX_NAME_LENGTH)])
     disabled = fields.Boolean()
@@ -158,7 +170,9 @@ class ClientQuerySchema(Schema):
 class EventQuerySchema(Schema):
     """Query string of ``GET /events`` and ``GET /clients/<id>/events``."""
 
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    limit = fields.Integer(
+        load_default=PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
+    )
     cursor = fields.String(validate=[_printable, validate.Length(max=500)])
     event = fields.String(validate=[_printable, validate.Length(max=64)])
     actor = fields.String(validate=[_printable, validate.Length(max=200)])

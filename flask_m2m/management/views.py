@@ -15,18 +15,20 @@ from ..credentials import CLIENT_ID_PATTERN
 from ..decorators import authenticate_request
 from ..errors import ClientNotFound
 from ..state import get_state
-from .openapi import openapi_document
+from .openapi import Route, openapi_document
 from .schemas import (
     ClientCreateSchema,
     ClientPageSchema,
     ClientQuerySchema,
     ClientSchema,
     ClientUpdateSchema,
+    ClientWithSecretSchema,
     EventPageSchema,
     EventQuerySchema,
     NewSecretSchema,
     SecretCreateSchema,
     SecretListSchema,
+    dump_client_with_secret,
 )
 
 P = ParamSpec("P")
@@ -129,18 +131,11 @@ def _dump(schema: Any, obj: Any, status: int = 200) -> tuple[Response, int]:
     return jsonify(schema.dump(obj)), status
 
 
-def _with_secret(client: Any, issued: lifecycle.IssuedSecret) -> dict[str, Any]:
-    """The ``ClientWithSecret`` response: the client, and its new secret once."""
-    data: dict[str, Any] = ClientSchema().dump(client)
-    data.update(NewSecretSchema().dump(issued.as_dict()))
-    return data
-
-
 @managed
 def create_client() -> tuple[Response, int]:
     data = ClientCreateSchema().load(_json_body())
     client, issued = lifecycle.create_client(get_state(), **data)
-    return jsonify(_with_secret(client, issued)), 201
+    return jsonify(dump_client_with_secret(client, issued)), 201
 
 
 @managed
@@ -204,23 +199,52 @@ def events() -> tuple[Response, int]:
 
 def openapi() -> Response:
     """The OpenAPI 3.1 document of the management API and the protocol endpoints."""
-    return jsonify(openapi_document(get_state()))
+    return jsonify(openapi_document(get_state(), ROUTES))
+
+
+#: Every route of the management API: the blueprint and the OpenAPI document are built from it.
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "/clients", ("POST",), create_client, 201, ClientWithSecretSchema, "Created",
+        body=ClientCreateSchema,
+        summary="Create a client; the only response with its first secret.",
+    ),
+    Route(
+        "/clients", ("GET",), list_clients, 200, ClientPageSchema, "A page",
+        query=ClientQuerySchema, summary="List clients (paginated, filterable).",
+    ),
+    Route("/clients/<client_id>", ("GET",), get_client, 200, ClientSchema, "The client"),
+    Route(
+        "/clients/<client_id>", ("PATCH", "PUT"), update_client, 200, ClientSchema, "Updated",
+        body=ClientUpdateSchema,
+    ),
+    Route("/clients/<client_id>", ("DELETE",), delete_client, 204, None, "Deleted"),
+    Route(
+        "/clients/<client_id>/secret", ("POST",), add_secret, 200, NewSecretSchema,
+        "The new secret, shown only here", body=SecretCreateSchema, problems=(409,),
+        summary="Add a secret; older ones keep working for grace_period_seconds.",
+    ),
+    Route(
+        "/clients/<client_id>/secrets", ("GET",), list_secrets, 200, SecretListSchema,
+        "Secret metadata",
+    ),
+    Route(
+        "/clients/<client_id>/secrets/<secret_id>", ("DELETE",), delete_secret, 204, None,
+        "Retired", problems=(409,),
+    ),
+    Route(
+        "/clients/<client_id>/events", ("GET",), client_events, 200, EventPageSchema,
+        "A page of events", query=EventQuerySchema,
+    ),
+    Route(
+        "/events", ("GET",), events, 200, EventPageSchema, "A page of events",
+        query=EventQuerySchema,
+    ),
+    Route("/openapi.json", ("GET",), openapi, 200, None, "This document", documented=False),
+)
 
 
 def register_routes(bp: Blueprint) -> None:
-    """Add the management routes to ``bp``."""
-    bp.add_url_rule("/clients", view_func=create_client, methods=["POST"])
-    bp.add_url_rule("/clients", view_func=list_clients, methods=["GET"])
-    bp.add_url_rule("/clients/<client_id>", view_func=get_client, methods=["GET"])
-    bp.add_url_rule(
-        "/clients/<client_id>", view_func=update_client, methods=["PATCH", "PUT"]
-    )
-    bp.add_url_rule("/clients/<client_id>", view_func=delete_client, methods=["DELETE"])
-    bp.add_url_rule("/clients/<client_id>/secret", view_func=add_secret, methods=["POST"])
-    bp.add_url_rule("/clients/<client_id>/secrets", view_func=list_secrets, methods=["GET"])
-    bp.add_url_rule(
-        "/clients/<client_id>/secrets/<secret_id>", view_func=delete_secret, methods=["DELETE"]
-    )
-    bp.add_url_rule("/clients/<client_id>/events", view_func=client_events, methods=["GET"])
-    bp.add_url_rule("/events", view_func=events, methods=["GET"])
-    bp.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
+    """Add the management routes (:data:`ROUTES`) to ``bp``."""
+    for route in ROUTES:
+        bp.add_url_rule(route.rule, view_func=route.view, methods=list(route.methods))
