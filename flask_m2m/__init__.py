@@ -34,6 +34,7 @@ _EXPORTS = {
     "OpaqueTokenMixin": "models",
     "RevokedTokenMixin": "models",
     "SigningKeyMixin": "models",
+    "UsedJtiMixin": "models",
 }
 #: Public modules: the client-lifecycle service, its audit trail and the signals.
 _MODULES = ("lifecycle", "audit", "signals")
@@ -58,6 +59,7 @@ __all__ = [
     "RevokedTokenMixin",
     "SecretConflict",
     "SigningKeyMixin",
+    "UsedJtiMixin",
     "audit",
     "current_token",
     "get_state",
@@ -112,6 +114,7 @@ if TYPE_CHECKING:
         OpaqueTokenMixin,
         RevokedTokenMixin,
         SigningKeyMixin,
+        UsedJtiMixin,
     )
     from .state import get_state
     from .verification import AccessToken

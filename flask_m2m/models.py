@@ -75,6 +75,19 @@ class ClientMixin(_Row):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     #: Tokens issued before this time (Unix seconds) are no longer valid.
     tokens_valid_after: Mapped[int] = mapped_column(Integer, default=0)
+    #: Resource identifiers (RFC 8707) this client may ask tokens for; empty: only the default.
+    audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: RFC 7591 ``token_endpoint_auth_method``: ``client_secret_basic`` (a secret client, which
+    #: may also use ``client_secret_post``) or ``private_key_jwt`` (RFC 7523, no secret).
+    token_endpoint_auth_method: Mapped[str] = mapped_column(
+        String(32), default="client_secret_basic"
+    )
+    #: The client's public keys (an RFC 7517 JWK Set), for ``private_key_jwt``.
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: Where the client publishes its JWK Set, instead of ``jwks``.
+    jwks_uri: Mapped[str | None] = mapped_column(String(2048), default=None)
+    #: RFC 9449 §5.2: this client's access tokens must be DPoP-bound.
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -188,6 +201,17 @@ class OpaqueTokenMixin(_Row):
     issued_at: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[int] = mapped_column(Integer, index=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: RFC 9449 §6: the JWK thumbprint (RFC 7638) of the key a DPoP-bound token is bound to.
+    jkt: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class UsedJtiMixin(_Row):
+    """A ``jti`` seen once (a client assertion or a DPoP proof), kept until it would expire, so
+    that every instance refuses it a second time."""
+
+    #: SHA-256 (hex) of the kind, the issuer and the ``jti``: fixed length, nothing replayable.
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(Integer, index=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +224,8 @@ class Models:
     opaque_token: type[OpaqueTokenMixin]
     client_secret: type[ClientSecretMixin]
     audit_event: type[AuditEventMixin]
+    #: Used ``jti`` values; None: custom models without that table keep them elsewhere.
+    used_jti: type[UsedJtiMixin] | None = None
 
 
 _defaults: weakref.WeakKeyDictionary[Any, Models] = weakref.WeakKeyDictionary()
@@ -227,7 +253,10 @@ def default_models(db: Any) -> Models:
         class AuditEvent(AuditEventMixin, db.Model):  # type: ignore[misc]
             __tablename__ = "m2m_audit_events"
 
+        class UsedJti(UsedJtiMixin, db.Model):  # type: ignore[misc]
+            __tablename__ = "m2m_used_jtis"
+
         _defaults[db] = Models(
-            Client, SigningKey, RevokedToken, OpaqueToken, ClientSecret, AuditEvent
+            Client, SigningKey, RevokedToken, OpaqueToken, ClientSecret, AuditEvent, UsedJti
         )
     return _defaults[db]
