@@ -20,6 +20,10 @@ PREFIX = read.PREFIX
 TOKEN_FORMATS = ("jwt", "opaque")
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 MIN_SECRET_LENGTH = 32
+#: Where used ``jti`` values are remembered (:mod:`flask_m2m.replay`).
+REPLAY_STORES = ("database", "storage", "memory")
+#: JWS algorithms a client assertion may use (``Ed25519`` is the fully specified EdDSA name).
+ASSERTION_ALGS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "Ed25519")
 
 
 def _key(default: Any, parse: read.Parser, doc: str, *, shown: str | None = None) -> Any:
@@ -190,6 +194,35 @@ class Settings:
     last_used_interval_seconds: int = _key(
         60, read.integer(0),
         "Seconds between two writes of a client's or secret's ``last_used_at``.",
+    )
+    replay_store: str | None = _key(
+        None, read.optional_choice(REPLAY_STORES),
+        'Where used assertion and proof ``jti`` values are kept: ``"database"``, ``"storage"`` '
+        '(``RATELIMIT_STORAGE_URI``) or ``"memory"``; None: the database if the models have the '
+        "table, else the storage if its URI is set, else memory.",
+    )
+    client_assertion_algs: tuple[str, ...] = _key(
+        ("RS256", "ES256", "EdDSA", "Ed25519"), read.choices(ASSERTION_ALGS),
+        "JWS algorithms accepted on ``private_key_jwt`` client assertions.",
+        shown='`("RS256", "ES256", "EdDSA", "Ed25519")`',
+    )
+    client_assertion_max_lifetime: int = _key(
+        3600, read.integer(1),
+        "Longest lifetime (``exp`` minus ``iat``, or minus now) of a client assertion, in "
+        "seconds.",
+    )
+    jwks_uri_timeout: float = _key(
+        5, read.seconds(1), "Seconds allowed for fetching a client's ``jwks_uri``."
+    )
+    jwks_uri_max_bytes: int = _key(
+        65536, read.integer(1024), "Largest JWK Set read from a client's ``jwks_uri``, in bytes."
+    )
+    jwks_uri_cache_seconds: float = _key(
+        300, read.seconds(0), "Seconds a client's fetched JWK Set is kept in memory."
+    )
+    jwks_uri_refetch_seconds: float = _key(
+        30, read.seconds(0),
+        "Least seconds between two fetches of one ``jwks_uri`` for an unknown ``kid``.",
     )
     audit_retention_days: int | None = _key(
         None, read.optional_integer(maximum=MAX_DAYS),

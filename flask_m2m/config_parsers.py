@@ -114,6 +114,29 @@ def choice(options: Sequence[str], *, lower: bool = False) -> Parser:
     return parse
 
 
+def optional_choice(options: Sequence[str]) -> Parser:
+    """None (or empty), or one of ``options`` (compared in lower case)."""
+    one = choice(options, lower=True)
+    return lambda source, key: one(source, key) if source.get(key) else None
+
+
+def choices(options: Sequence[str]) -> Parser:
+    """A non-empty list of ``options``, as a sequence or a comma- or space-separated string."""
+
+    def parse(source: Source, key: str) -> tuple[str, ...]:
+        value = source.get(key)
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        try:
+            picked = tuple(str(item) for item in items)
+        except TypeError:
+            picked = ()
+        if not picked or any(item not in options for item in picked):
+            raise ConfigurationError(f"{key} must list some of {tuple(options)}.")
+        return tuple(dict.fromkeys(picked))
+
+    return parse
+
+
 def rate_limit(source: Source, key: str) -> str:
     """A limit string under the rule of :func:`~flask_m2m.policy.parse_rate_limit`."""
     value = source.get(key)

@@ -16,6 +16,7 @@ from .keys import KeyStore
 from .metrics import Metrics
 from .models import Models, default_models
 from .ratelimit import RateLimits
+from .replay import replay_store
 from .server import Server
 from .state import EXTENSION_KEY, M2MState, get_state
 from .tokens import TokenService
@@ -76,6 +77,7 @@ class M2M:
             tokens=TokenService(settings, models, db, keys),
             extension=self,
         )
+        state.replay = replay_store(app, state)
         state.server = Server(state)
         state.server.register_endpoint(Revocation)
         state.server.register_endpoint(Introspection)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .models import Models
     from .ratelimit import RateLimits
+    from .replay import ReplayStore
     from .server import Server
     from .tokens import TokenService
 
@@ -47,6 +48,8 @@ class M2MState:
     extension: M2M
     server: Server = field(init=False)
     rate_limits: RateLimits = field(init=False)
+    #: Used ``jti`` values of client assertions and DPoP proofs (:mod:`flask_m2m.replay`).
+    replay: ReplayStore = field(init=False)
     #: Prometheus metrics, when ``M2M_METRICS_ENABLED``.
     metrics: Metrics | None = None
 
