@@ -1,4 +1,5 @@
-"""Client authentication (RFC 6749 §2.3.1): ``client_secret_basic`` and ``client_secret_post``.
+"""Client authentication (RFC 6749 §2.3.1): ``client_secret_basic`` and ``client_secret_post``
+(``private_key_jwt`` is :mod:`flask_m2m.assertions`').
 
 Ours rather than Authlib's default so that a malformed ``Authorization`` header is a 401 rather
 than a crash, disabled and expired clients are refused, ids are checked before any query, and
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from . import audit, signals
 from .credentials import CLIENT_ID_PATTERN
 from .models import utcnow
+from .policy import SECRET_METHODS
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -111,7 +113,7 @@ class ClientAuthenticationFailed(InvalidClientError):  # type: ignore[misc]
         return headers if self.basic else [h for h in headers if h[0] != "WWW-Authenticate"]
 
 
-def _fail(client_id: str | None, reason: str, basic: bool) -> ClientAuthenticationFailed:
+def fail(client_id: str | None, reason: str, basic: bool) -> ClientAuthenticationFailed:
     """Signal a failed client authentication and build the error to raise."""
     signals.authentication_failed.send(
         current_app._get_current_object(),  # type: ignore[attr-defined]
@@ -135,13 +137,15 @@ def authenticate_client(state: M2MState, client_id: str, secret: str, basic: boo
     valid = [row for row in credentials.secrets if row.is_valid(now)] if credentials else []
     index = state.secrets.match(secret, [row.secret_hash for row in valid])
     if credentials is None:
-        raise _fail(client_id, "unknown_client", basic)
+        raise fail(client_id, "unknown_client", basic)
     if index is None:
-        raise _fail(client_id, "invalid_secret", basic)
+        raise fail(client_id, "invalid_secret", basic)
     client = credentials.client
     status = client.status(now)
     if status != "active":
-        raise _fail(client_id, status, basic)
+        raise fail(client_id, status, basic)
+    if client.token_endpoint_auth_method not in SECRET_METHODS:
+        raise fail(client_id, "auth_method_not_allowed", basic)
     _note_use(state, client, valid[index], valid, now, secret)
     return client
 
@@ -223,12 +227,13 @@ def client_secret_basic(state: M2MState) -> Any:
     credentials = basic_credentials()
     if credentials is None:
         return None
-    if "client_secret" in flask_request.form:
+    form = flask_request.form
+    if "client_secret" in form or "client_assertion" in form or "client_assertion_type" in form:
         # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
         raise InvalidRequestError("Use one client authentication method, not two.")
     client_id, secret = credentials
     if not client_id or not secret:
-        raise _fail(client_id or None, "malformed_basic_header", basic=True)
+        raise fail(client_id or None, "malformed_basic_header", basic=True)
     return authenticate_client(state, client_id, secret, basic=True)
 
 
@@ -236,10 +241,14 @@ def client_secret_post(state: M2MState) -> Any:
     """The client of ``client_id``/``client_secret`` body parameters, or None without them."""
     form = flask_request.form
     client_id, secret = form.get("client_id"), form.get("client_secret")
+    if secret is None and ("client_assertion" in form or "client_assertion_type" in form):
+        return None  # private_key_jwt's, which may name the client_id too (RFC 7521 §4.2)
+    if secret is not None and ("client_assertion" in form or "client_assertion_type" in form):
+        raise InvalidRequestError("Use one client authentication method, not two.")
     if client_id is None and secret is None:
         return None
     if not client_id or not secret:
-        raise _fail(client_id, "missing_credentials", basic=False)
+        raise fail(client_id, "missing_credentials", basic=False)
     return authenticate_client(state, client_id, secret, basic=False)
 
 

@@ -14,7 +14,7 @@ from flask import Flask
 
 from . import config_parsers as read
 from .errors import ConfigurationError
-from .policy import MAX_DAYS, RATE_LIMIT_MODES
+from .policy import ASSERTION_ALGS, MAX_DAYS, RATE_LIMIT_MODES
 
 PREFIX = read.PREFIX
 TOKEN_FORMATS = ("jwt", "opaque")
@@ -22,8 +22,6 @@ SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 MIN_SECRET_LENGTH = 32
 #: Where used ``jti`` values are remembered (:mod:`flask_m2m.replay`).
 REPLAY_STORES = ("database", "storage", "memory")
-#: JWS algorithms a client assertion may use (``Ed25519`` is the fully specified EdDSA name).
-ASSERTION_ALGS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "Ed25519")
 
 
 def _key(default: Any, parse: read.Parser, doc: str, *, shown: str | None = None) -> Any:
@@ -210,6 +208,11 @@ class Settings:
         3600, read.integer(1),
         "Longest lifetime (``exp`` minus ``iat``, or minus now) of a client assertion, in "
         "seconds.",
+    )
+    jwks_uri_allow_insecure: bool | None = _key(
+        None, read.optional_flag,
+        "Allow ``http`` and private, loopback and link-local addresses in clients' ``jwks_uri`` "
+        "(development only); None: only when the app is in debug or testing mode.",
     )
     jwks_uri_timeout: float = _key(
         5, read.seconds(1), "Seconds allowed for fetching a client's ``jwks_uri``."

@@ -182,6 +182,7 @@ def metadata() -> Response:
     """``GET /.well-known/oauth-authorization-server`` (RFC 8414 §3)."""
     state = _state()
     base = state.issuer() + state.settings.url_prefix
+    algs = list(state.settings.client_assertion_algs)
     return jsonify(
         {
             "issuer": state.issuer(),
@@ -194,6 +195,10 @@ def metadata() -> Response:
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+            # RFC 8414 §2: the JWS algorithms of private_key_jwt assertions (RFC 7523).
+            "token_endpoint_auth_signing_alg_values_supported": algs,
+            "revocation_endpoint_auth_signing_alg_values_supported": algs,
+            "introspection_endpoint_auth_signing_alg_values_supported": algs,
         }
     )
 

@@ -78,7 +78,7 @@ class M2M:
             extension=self,
         )
         state.replay = replay_store(app, state)
-        state.server = Server(state)
+        state.server = Server(state, debug=app.debug or app.testing)
         state.server.register_endpoint(Revocation)
         state.server.register_endpoint(Introspection)
         app.extensions[EXTENSION_KEY] = state

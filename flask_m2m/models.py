@@ -16,7 +16,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from .policy import AUTH_METHODS, MAX_LABEL_LENGTH, MAX_NAME_LENGTH, MAX_RATE_LIMIT_LENGTH
+from .policy import (
+    KEY_METHODS,
+    MAX_LABEL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_RATE_LIMIT_LENGTH,
+    SECRET_METHODS,
+)
 
 #: What a client is now: it may authenticate only when ``"active"``.
 ClientStatus = Literal["active", "disabled", "expired"]
@@ -131,7 +137,10 @@ class ClientMixin(_Row):
         return False
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method in AUTH_METHODS
+        """A key client uses ``private_key_jwt`` only; a secret client either secret method."""
+        if self.token_endpoint_auth_method in KEY_METHODS:
+            return method in KEY_METHODS
+        return method in SECRET_METHODS
 
     def check_response_type(self, response_type: str) -> bool:
         return False

@@ -17,7 +17,15 @@ if TYPE_CHECKING:
 #: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 #: The client authentication methods of the token, revocation and introspection endpoints.
-AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+#: The ``token_endpoint_auth_method`` values a client may be registered with (a secret client
+#: may also use ``client_secret_post``).
+CLIENT_AUTH_METHODS = ("client_secret_basic", "private_key_jwt")
+#: The methods of a client with secrets, and of a client with keys.
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+KEY_METHODS = ("private_key_jwt",)
+#: JWS algorithms a client assertion may use (``Ed25519`` is the fully specified EdDSA name).
+ASSERTION_ALGS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "Ed25519")
 #: What a client's token-endpoint limit does: refuse (429), or only count and report.
 RATE_LIMIT_MODES = ("enforce", "log-only")
 
@@ -40,6 +48,14 @@ MAX_RATE_LIMIT_LENGTH = 64
 #: Longest window of a rate limit, in seconds: the ``limits`` parser's year (360 days). A
 #: storage such as Redis cannot expire a counter thousands of years on.
 MAX_RATE_LIMIT_WINDOW = 360 * 86400
+#: Most keys in a client's JWK Set, and its largest size in bytes of JSON.
+MAX_CLIENT_KEYS = 10
+MAX_JWKS_BYTES = 20000
+#: Longest ``jwks_uri`` (the width of its column) and longest ``kid``.
+MAX_JWKS_URI_LENGTH = 2048
+MAX_KID_LENGTH = 200
+#: Smallest RSA modulus of a client key, in bits.
+MIN_RSA_BITS = 2048
 #: Rows per page of a list, by default and at most.
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

@@ -15,6 +15,7 @@ from flask import Response, current_app, json
 from flask import request as flask_request
 
 from . import signals
+from .assertions import ClientAssertion, private_key_jwt, published_keys
 from .authentication import CredentialsCache, client_secret_basic, client_secret_post
 from .credentials import CLIENT_ID_PATTERN
 from .policy import AUTH_METHODS, SCOPE_TOKEN
@@ -51,7 +52,8 @@ class _FormRequest(FlaskOAuth2Request):  # type: ignore[misc]
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
-    """RFC 6749 §4.4 with both secret methods and strict scope handling (§3.3)."""
+    """RFC 6749 §4.4 with the secret methods and ``private_key_jwt`` (RFC 7523 §2.2), and
+    strict scope handling (§3.3)."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = AUTH_METHODS
 
@@ -105,7 +107,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
 class Server(AuthorizationServer):  # type: ignore[misc]
     """Authlib's Flask authorization server bound to one app's :class:`M2MState`."""
 
-    def __init__(self, state: M2MState):
+    def __init__(self, state: M2MState, debug: bool = False):
         super().__init__()
         self.state = state
         self.register_grant(ClientCredentialsGrant)
@@ -114,6 +116,12 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             ("client_secret_post", client_secret_post),
         ):
             self.register_client_auth_method(method, lambda qc, r, f=authenticate: f(state))
+        #: The key sets clients publish at their ``jwks_uri``, as this process fetched them.
+        self.published_keys = published_keys(state, debug)
+        assertion = ClientAssertion(state, self.published_keys)
+        self.register_client_auth_method(
+            "private_key_jwt", lambda qc, r: private_key_jwt(state, assertion)
+        )
         self.register_token_generator("default", self._generate_token)
         #: The clients this process has read, with their secrets.
         self.credentials = CredentialsCache(state)
