@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+#: The scope that lets a client (a resource server) introspect any client's tokens.
+INTROSPECT_SCOPE = "m2m:introspect"
 #: Parameter names safe to echo in an error description (RFC 6749 §5.2 character set).
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
 
@@ -51,7 +53,8 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
 
 
 class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
-    """RFC 7662. A client may introspect its own tokens; anything else is ``active: false``."""
+    """RFC 7662. A client may introspect its own tokens, and a client holding
+    ``m2m:introspect`` (a resource server, §2.1) anyone's; anything else is ``active: false``."""
 
     CLIENT_AUTH_METHODS = AUTH_METHODS
 
@@ -62,7 +65,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             return None
 
     def check_permission(self, token: AccessToken, client: Any, oauth_request: Any) -> bool:
-        return bool(token.client_id == client.client_id)
+        return bool(token.client_id == client.client_id or INTROSPECT_SCOPE in client.scopes)
 
     def create_introspection_payload(self, token: AccessToken | None) -> dict[str, Any]:
         state = _state()
