@@ -17,55 +17,16 @@ from typing import ParamSpec, TypeVar, cast
 from flask import current_app, g, request
 from werkzeug.local import LocalProxy
 
-from .errors import (
-    InsufficientScope,
-    InvalidToken,
-    JSONHTTPError,
-    MissingToken,
-    TemporarilyUnavailable,
-)
-from .outages import DATABASE_ERRORS, log_outage
+from .errors import InsufficientScope, InvalidToken, JSONHTTPError, MissingToken
 from .protection import Protector, get_protector
-from .resource_metadata import SCOPES_ATTRIBUTE, WELL_KNOWN, is_absolute_uri, metadata_url
-from .state import M2MState
-from .tokens import AccessToken, TokenRejected
+from .resource_metadata import SCOPES_ATTRIBUTE
+from .verification import AccessToken, TokenRejected
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: RFC 6750 §3 ``realm`` of the Bearer challenges.
 REALM = "api"
-
-
-class ServerProtector:
-    """The authorization server's own routes: tokens checked against its keys and database
-    (:meth:`~flask_m2m.tokens.TokenService.authenticate`), for its own audience."""
-
-    def __init__(self, state: M2MState):
-        self.state = state
-
-    @property
-    def observe(self) -> Callable[[float, str], None] | None:
-        """The metrics' ``require_scope`` histogram, when metrics are on."""
-        metrics = self.state.metrics
-        return None if metrics is None else metrics.observe_check
-
-    def authenticate(self, token_string: str) -> AccessToken:
-        state = self.state
-        try:
-            return state.tokens.authenticate(token_string, state.issuer(), state.audience())
-        except DATABASE_ERRORS as exc:
-            log_outage(exc)
-            raise TemporarilyUnavailable() from None
-
-    def resource_metadata_url(self) -> str:
-        settings = self.state.settings
-        own = settings.audience or settings.issuer
-        if own and is_absolute_uri(own):
-            return metadata_url(own)
-        # The audience follows the request (or is no URI): the metadata is where this app
-        # serves it.
-        return request.host_url.rstrip("/") + request.script_root + WELL_KNOWN
 
 
 def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
@@ -139,5 +100,6 @@ def _current_token() -> AccessToken:
     return cast(AccessToken, token)
 
 
-#: The :class:`~flask_m2m.tokens.AccessToken` of the current request (client_id, scopes, claims).
+#: The :class:`~flask_m2m.verification.AccessToken` of the current request (client_id, scopes,
+#: claims).
 current_token: AccessToken = cast(AccessToken, LocalProxy(_current_token))

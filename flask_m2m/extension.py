@@ -9,8 +9,7 @@ from flask import Flask
 
 from .config import load_settings
 from .credentials import SecretHasher
-from .decorators import ServerProtector
-from .endpoints import Introspection, Revocation, create_blueprint
+from .endpoints import Introspection, Revocation, ServerProtector, create_blueprint
 from .errors import ConfigurationError
 from .invalidation import watch_client_changes
 from .keys import KeyStore
