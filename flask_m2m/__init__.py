@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "M2M": "extension",
+    "ResourceServer": "resource_server",
     "get_state": "state",
     "require_scope": "decorators",
     "current_token": "decorators",
@@ -55,6 +56,7 @@ __all__ = [
     "MissingToken",
     "Models",
     "OpaqueTokenMixin",
+    "ResourceServer",
     "RevokedTokenMixin",
     "SecretConflict",
     "SigningKeyMixin",
@@ -113,5 +115,6 @@ if TYPE_CHECKING:
         RevokedTokenMixin,
         SigningKeyMixin,
     )
+    from .resource_server import ResourceServer
     from .state import get_state
     from .verification import AccessToken
