@@ -36,7 +36,7 @@ RESOURCE_SERVER_DEFAULTS: dict[str, Any] = {
     "M2M_JWKS_CACHE_SECONDS": 300,
     #: Fewest seconds between two fetches of the JWK set by one process (an unknown ``kid``
     #: asks for one; so does a retry after a failure).
-    "M2M_JWKS_MIN_REFRESH_SECONDS": 10,
+    "M2M_JWKS_MIN_REFRESH_SECONDS": 5,
     #: While fetches fail, keys up to this many seconds after their last successful fetch
     #: keep serving (stale-on-error).
     "M2M_JWKS_MAX_STALE_SECONDS": 86400,
