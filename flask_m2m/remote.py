@@ -172,7 +172,8 @@ def request_json(
     except FetchError:
         raise
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        if deadline.expired:
+        reason = getattr(exc, "reason", exc)  # urllib wraps connection errors in URLError
+        if deadline.expired or isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
             raise FetchError(f"no complete answer within {limits.timeout:g} s") from None
         raise FetchError(f"request failed ({type(exc).__name__})") from None
     finally:

@@ -162,7 +162,7 @@ def challenge(response: TestResponse) -> dict[str, str]:
     parsed = WWWAuthenticate.from_header(response.headers.get("WWW-Authenticate", ""))
     assert parsed is not None and parsed.type == "bearer", response.headers
     assert parsed.parameters["resource_metadata"] == INVENTORY_METADATA
-    return dict(parsed.parameters)
+    return {name: str(value) for name, value in parsed.parameters.items()}
 
 
 def assert_invalid_token(response: TestResponse) -> None:

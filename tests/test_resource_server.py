@@ -216,9 +216,7 @@ def test_unknown_kid_flood_costs_one_fetch_per_interval(
     assert auth.hits[METADATA_PATH] == 1
 
 
-def test_key_rotation_is_picked_up_without_restart(
-    auth: AuthServer, creds: dict[str, Any]
-) -> None:
+def test_key_rotation_is_picked_up_without_restart(auth: AuthServer, creds: dict[str, Any]) -> None:
     """A key rotation at the authorization server: the first token signed by the new key
     makes the resource server fetch the JWKS again; tokens of the retired key keep working
     while it is published."""
