@@ -103,7 +103,7 @@ class RemoteKeys:
         fetched_at = self._fetched_at
         if key is None or fetched_at is None:
             return None
-        if self.clock() - fetched_at > self.settings.jwks_max_stale_seconds:
+        if now - fetched_at > self.settings.jwks_max_stale_seconds:
             return None  # too old to trust, and no newer set could be fetched
         return key
 
