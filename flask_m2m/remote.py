@@ -182,7 +182,7 @@ def request_json(
         raise FetchError(f"no complete answer within {limits.timeout:g} s")
     try:
         return Answer(status, json.loads(body))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise FetchError(f"the answer (HTTP {status}) is not JSON") from None
 
 

@@ -98,6 +98,7 @@ class KeyServer:
             "html": (b"<html>maintenance</html>", "200 OK"),
             "not-a-set": (b'{"keys": "none"}', "200 OK"),
             "array": (b"[]", "200 OK"),
+            "deep": (b"[" * 30000 + b"]" * 30000, "200 OK"),
             "error": (b'{"error": "server_error"}', "500 Internal Server Error"),
         }[mode]
         start_response(bad[1], [json_type, ("Content-Length", str(len(bad[0])))])
@@ -162,6 +163,7 @@ def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
         ("html", "not JSON"),
         ("not-a-set", "malformed"),
         ("array", "malformed"),
+        ("deep", "not JSON"),
         ("error", "HTTP 500"),
         ("redirect-away", "redirected elsewhere"),
     ],
@@ -170,7 +172,8 @@ def test_bad_jwks_is_bounded_logged_and_refused(
     keys: KeyServer, caplog: pytest.LogCaptureFixture, mode: str, reason: str
 ) -> None:
     """A JWK set that is too large (announced or not), too slow (even a byte at a time within
-    the socket timeout), not JSON, not a set, an error, or a redirect to another host: the
+    the socket timeout), not JSON (or nested too deep to parse), not a set, an error, or a
+    redirect to another host: the
     fetch is abandoned, logged once with the reason, and the token refused with 401; once the
     set is good again the next retry picks it up (and says so)."""
     caplog.set_level(logging.WARNING)
