@@ -3,8 +3,9 @@ and RFC 7662 introspection, over the standard library's ``urllib``.
 
 Only configured URLs are fetched (the issuer's metadata URL, ``M2M_JWKS_URI``,
 ``M2M_INTROSPECTION_ENDPOINT``) or those the issuer's own metadata names, never a URL from a
-token. Every request ends by a deadline (``M2M_HTTP_TIMEOUT_SECONDS`` for connecting, sending
-and reading the whole answer, however slowly the server trickles it), reads at most
+token. Every request ends by a deadline (``M2M_HTTP_TIMEOUT_SECONDS`` after it started, the
+whole answer read, however slowly the server trickles it; only the name lookup before
+connecting is left to the system's resolver), reads at most
 ``M2M_HTTP_MAX_BYTES``, and follows a redirect only to the same scheme, host and port (GET only);
 ``https`` is required except to a loopback host or with ``M2M_ALLOW_INSECURE_HTTP``.
 """
