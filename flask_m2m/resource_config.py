@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
-from .config import BOOL_WORDS, PREFIX, SIGNING_ALGS
+from .config import PREFIX, SIGNING_ALGS
+from .config_parsers import BOOL_WORDS
 from .errors import ConfigurationError
 from .resource_metadata import is_absolute_uri
 
