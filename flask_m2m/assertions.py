@@ -28,8 +28,8 @@ from joserfc.jwk import Key, KeySet
 from sqlalchemy import update
 
 from .authentication import ClientAuthenticationFailed, fail
+from .client_jwks import KeysUnavailable, PublishedKeys
 from .credentials import CLIENT_ID_PATTERN
-from .jwks import KeysUnavailable, PublishedKeys
 from .models import utcnow
 from .policy import KEY_METHODS
 

@@ -1,4 +1,11 @@
-"""``require_scope`` for resource routes and the ``current_token`` proxy (RFC 6750)."""
+"""``require_scope`` for resource routes and the ``current_token`` proxy (RFC 6750).
+
+They work alike in an app with :class:`~flask_m2m.M2M` and in one with
+:class:`~flask_m2m.ResourceServer`: each extension registers a
+:class:`~flask_m2m.protection.Protector` that verifies the token; this module finds the token
+in the request and turns the outcome into RFC 6750 §3 responses, whose challenges point to the
+resource's RFC 9728 metadata (``resource_metadata``).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +17,10 @@ from typing import ParamSpec, TypeVar, cast
 from flask import current_app, g, request
 from werkzeug.local import LocalProxy
 
-from .errors import (
-    InsufficientScope,
-    InvalidToken,
-    JSONHTTPError,
-    MissingToken,
-    TemporarilyUnavailable,
-)
-from .outages import DATABASE_ERRORS, log_outage
-from .state import M2MState, get_state
-from .tokens import AccessToken, TokenRejected
+from .errors import InsufficientScope, InvalidToken, JSONHTTPError, MissingToken
+from .protection import Protector, get_protector
+from .resource_metadata import SCOPES_ATTRIBUTE
+from .verification import AccessToken, TokenRejected
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,35 +35,36 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
     :raises MissingToken: 401, no Bearer token was sent (RFC 6750 §3.1, no error code).
     :raises InvalidToken: 401 ``invalid_token``.
     :raises InsufficientScope: 403 ``insufficient_scope``.
-    :raises TemporarilyUnavailable: 503, the database cannot be reached to check the token.
+    :raises TemporarilyUnavailable: 503, the token cannot be checked now (the database, or on
+        a resource server the authorization server's introspection, cannot be reached).
     """
-    state = get_state()
-    if state.metrics is None:
-        return _authenticate(state, scopes)
+    protector = get_protector()
+    observe = protector.observe
+    if observe is None:
+        return _authenticate(protector, scopes)
     start, outcome = time.perf_counter(), "ok"
     try:
-        return _authenticate(state, scopes)
+        return _authenticate(protector, scopes)
     except JSONHTTPError as exc:
         outcome = exc.error
         raise
     finally:
-        state.metrics.observe_check(time.perf_counter() - start, outcome)
+        observe(time.perf_counter() - start, outcome)
 
 
-def _authenticate(state: M2MState, scopes: tuple[str, ...]) -> AccessToken:
+def _authenticate(protector: Protector, scopes: tuple[str, ...]) -> AccessToken:
     scheme, _, token_string = request.headers.get("Authorization", "").strip().partition(" ")
     token_string = token_string.strip()
     if scheme.lower() != "bearer" or not token_string:
-        raise MissingToken(REALM)
+        raise MissingToken(REALM, resource_metadata=protector.resource_metadata_url())
     try:
-        token = state.tokens.authenticate(token_string, state.issuer(), state.audience())
+        token = protector.authenticate(token_string)
     except TokenRejected as exc:
-        raise InvalidToken(REALM, str(exc)) from None
-    except DATABASE_ERRORS as exc:
-        log_outage(exc)
-        raise TemporarilyUnavailable() from None
+        metadata = protector.resource_metadata_url()
+        raise InvalidToken(REALM, str(exc), resource_metadata=metadata) from None
     if not token.has_scopes(scopes):
-        raise InsufficientScope(REALM, scopes)
+        metadata = protector.resource_metadata_url()
+        raise InsufficientScope(REALM, scopes, resource_metadata=metadata)
     g._m2m_token = token
     return token
 
@@ -70,7 +72,9 @@ def _authenticate(state: M2MState, scopes: tuple[str, ...]) -> AccessToken:
 def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Protect a view: a valid access token carrying every one of ``scopes`` is required.
 
-    ``@require_scope()`` accepts any valid token. The token is then ``current_token``.
+    ``@require_scope()`` accepts any valid token. The token is then ``current_token``. It
+    works on the authorization server (:class:`~flask_m2m.M2M`) and on a resource server
+    (:class:`~flask_m2m.ResourceServer`) alike.
 
     .. versionadded:: 0.1
     """
@@ -83,6 +87,7 @@ def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             authenticate_request(scopes)
             return cast(R, current_app.ensure_sync(view)(*args, **kwargs))
 
+        setattr(wrapper, SCOPES_ATTRIBUTE, scopes)  # the metadata's scopes_supported
         return wrapper
 
     return decorator
@@ -95,5 +100,6 @@ def _current_token() -> AccessToken:
     return cast(AccessToken, token)
 
 
-#: The :class:`~flask_m2m.tokens.AccessToken` of the current request (client_id, scopes, claims).
+#: The :class:`~flask_m2m.verification.AccessToken` of the current request (client_id, scopes,
+#: claims).
 current_token: AccessToken = cast(AccessToken, LocalProxy(_current_token))

@@ -69,8 +69,11 @@ class JSONHTTPError(M2MError, HTTPException):
         return Response(json.dumps(self.body()), status=self.code, headers=headers)
 
 
-def _bearer_challenge(realm: str, **params: str) -> str:
-    """An RFC 6750 §3 ``WWW-Authenticate: Bearer`` challenge."""
+def _bearer_challenge(realm: str, resource_metadata: str | None, **params: str) -> str:
+    """An RFC 6750 §3 ``WWW-Authenticate: Bearer`` challenge, with RFC 9728 §5.1
+    ``resource_metadata`` when the protected resource publishes its metadata."""
+    if resource_metadata:
+        params["resource_metadata"] = resource_metadata
     parts = [f'realm="{realm}"'] + [
         f'{key}="{value.replace(chr(34), chr(39))}"' for key, value in params.items()
     ]
@@ -83,8 +86,9 @@ class MissingToken(JSONHTTPError, Unauthorized):
     error = "invalid_request"
     description = "An access token is required."
 
-    def __init__(self, realm: str):
-        super().__init__(headers={"WWW-Authenticate": _bearer_challenge(realm)})
+    def __init__(self, realm: str, *, resource_metadata: str | None = None):
+        challenge = _bearer_challenge(realm, resource_metadata)
+        super().__init__(headers={"WWW-Authenticate": challenge})
 
 
 class InvalidToken(JSONHTTPError, Unauthorized):
@@ -92,8 +96,16 @@ class InvalidToken(JSONHTTPError, Unauthorized):
 
     error = "invalid_token"
 
-    def __init__(self, realm: str, description: str = "The access token is invalid."):
-        challenge = _bearer_challenge(realm, error=self.error, error_description=description)
+    def __init__(
+        self,
+        realm: str,
+        description: str = "The access token is invalid.",
+        *,
+        resource_metadata: str | None = None,
+    ):
+        challenge = _bearer_challenge(
+            realm, resource_metadata, error=self.error, error_description=description
+        )
         super().__init__(description, headers={"WWW-Authenticate": challenge})
 
 
@@ -102,11 +114,13 @@ class InsufficientScope(JSONHTTPError, Forbidden):
 
     error = "insufficient_scope"
 
-    def __init__(self, realm: str, scopes: tuple[str, ...]):
+    def __init__(
+        self, realm: str, scopes: tuple[str, ...], *, resource_metadata: str | None = None
+    ):
         needed = " ".join(scopes)
         description = f"The access token needs the scope(s): {needed}."
         challenge = _bearer_challenge(
-            realm, error=self.error, error_description=description, scope=needed
+            realm, resource_metadata, error=self.error, error_description=description, scope=needed
         )
         super().__init__(description, headers={"WWW-Authenticate": challenge})
 

@@ -1,270 +1,174 @@
-"""Clients' public keys for ``private_key_jwt`` (RFC 7523 §2.2): checking a registered JWK Set
-(RFC 7517 §5) or ``jwks_uri``, and fetching and caching the sets clients publish.
+"""The issuer's public keys as a resource server holds them: fetched from its JWK set
+(RFC 7517 §5), cached per process, re-fetched within strict bounds.
 
-A ``jwks_uri`` is fetched by the server, so it is a way for whoever registers a client to make
-the server send requests (server-side request forgery). Outside development
-(``M2M_JWKS_URI_ALLOW_INSECURE``) only ``https`` URIs are accepted and the host's addresses are
-resolved and refused when any is private, loopback, link-local or otherwise not global. The
-fetch has a timeout (``M2M_JWKS_URI_TIMEOUT``, also bounding the whole read), a size cap
-(``M2M_JWKS_URI_MAX_BYTES``) and follows no redirect. A fetched set is kept for
-``M2M_JWKS_URI_CACHE_SECONDS`` and fetched again for an unknown ``kid`` at most once per
-``M2M_JWKS_URI_REFETCH_SECONDS``.
+- A fetched set is used for ``M2M_JWKS_CACHE_SECONDS``; then the next request fetches it again
+  (one thread fetches, the others go on with the keys they have).
+- A ``kid`` the set lacks (a key rotation at the issuer) fetches the set again, at most once
+  per ``M2M_JWKS_MIN_REFRESH_SECONDS``: a flood of made-up ``kid`` values costs one fetch per
+  interval, and concurrent requests share that fetch.
+- While fetches fail, the keys keep serving up to ``M2M_JWKS_MAX_STALE_SECONDS`` after their
+  last successful fetch; the first failure is logged as a warning, the recovery once too.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-import socket
+import math
 import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import Key, import_key
 
-from .policy import (
-    ASSERTION_ALGS,
-    MAX_CLIENT_KEYS,
-    MAX_JWKS_BYTES,
-    MAX_JWKS_URI_LENGTH,
-    MAX_KID_LENGTH,
-    MIN_RSA_BITS,
-)
+from .remote import Discovery, FetchError, request_json
+from .resource_config import ResourceServerSettings
 
-log = logging.getLogger(__name__)
-
-#: Members of a private key (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2): never in a client's set.
-PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-#: Key types and curves a client key may have.
-CURVES = {"EC": ("P-256", "P-384"), "OKP": ("Ed25519",)}
-#: Most clients whose fetched sets one process keeps.
-MAX_CACHED_SETS = 1000
+#: Key types a JWS signature of ours can use (RS256, ES256, EdDSA); ``oct`` never.
+KEY_TYPES = ("RSA", "EC", "OKP")
+#: JWK members that only a private key has: they are dropped, never used.
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+MIN_RSA_BITS = 2048
 
 
-class KeysUnavailable(Exception):
-    """A client's ``jwks_uri`` could not be used; the message says why (for the log only)."""
+def parse_jwk_set(body: Any) -> dict[str, Key]:
+    """The usable signature keys of a JWK set, by ``kid``: public RSA, EC and OKP keys with
+    a ``kid``; a member that is none of those is skipped.
 
-
-def check_jwks(value: Any) -> dict[str, Any]:
-    """A client's public JWK Set, checked: 1 to :data:`MAX_CLIENT_KEYS` RSA, EC or OKP
-    signature keys, no private members, distinct ``kid`` values, allowed ``alg`` values.
-
-    :raises ValueError: whose message says what is wrong.
+    :raises FetchError: if ``body`` is no JWK set at all.
     """
-    if isinstance(value, dict) and "keys" not in value and "kty" in value:
-        value = {"keys": [value]}  # a single JWK stands for the set of that key
-    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
-        raise ValueError('Expected a JWK Set: {"keys": [...]}.')
-    if len(json.dumps(value)) > MAX_JWKS_BYTES:
-        raise ValueError(f"The JWK Set is larger than {MAX_JWKS_BYTES} bytes.")
-    keys = value["keys"]
-    if not 1 <= len(keys) <= MAX_CLIENT_KEYS:
-        raise ValueError(f"A JWK Set of 1 to {MAX_CLIENT_KEYS} keys is expected.")
-    kids: set[str] = set()
-    for index, key in enumerate(keys):
-        _check_key(key, f"keys[{index}]")
-        kid = key.get("kid")
-        if kid is not None:
-            if kid in kids:
-                raise ValueError(f"keys[{index}]: kid {kid!r} is repeated.")
-            kids.add(kid)
-    return {"keys": [dict(key) for key in keys]}
+    if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+        raise FetchError('the JWK set is malformed (no "keys" list)')
+    keys: dict[str, Key] = {}
+    for member in body["keys"]:
+        if not isinstance(member, dict) or member.get("kty") not in KEY_TYPES:
+            continue
+        kid = member.get("kid")
+        if not isinstance(kid, str) or not kid or member.get("use", "sig") != "sig":
+            continue
+        public = {name: value for name, value in member.items() if name not in PRIVATE_MEMBERS}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # joserfc's weak-key warning: judged below
+                key = import_key(public)
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+        if member["kty"] == "RSA" and _rsa_bits(key) < MIN_RSA_BITS:
+            continue
+        keys.setdefault(kid, key)
+    return keys
 
 
-def _check_key(key: Any, where: str) -> None:
-    """One public signature key of an allowed type; raise ValueError naming ``where``."""
-    if not isinstance(key, dict):
-        raise ValueError(f"{where}: a JWK (JSON object) is expected.")
-    kty = key.get("kty")
-    if kty not in ("RSA", "EC", "OKP"):
-        raise ValueError(f"{where}: kty must be RSA, EC or OKP.")
-    private = sorted(PRIVATE_MEMBERS & set(key))
-    if private:
-        raise ValueError(f"{where}: a private key (has {', '.join(private)}); give the public key.")
-    if kty in CURVES and key.get("crv") not in CURVES[kty]:
-        raise ValueError(f"{where}: crv must be one of {', '.join(CURVES[kty])}.")
-    if "alg" in key and key["alg"] not in ASSERTION_ALGS:
-        raise ValueError(f"{where}: alg must be one of {', '.join(ASSERTION_ALGS)}.")
-    if key.get("use", "sig") != "sig":
-        raise ValueError(f'{where}: use must be "sig".')
-    kid = key.get("kid")
-    if kid is not None and not (isinstance(kid, str) and 0 < len(kid) <= MAX_KID_LENGTH):
-        raise ValueError(f"{where}: kid must be a string of 1 to {MAX_KID_LENGTH} characters.")
+def _rsa_bits(key: Key) -> int:
     try:
-        imported = KeySet.import_key_set({"keys": [key]}).keys[0]
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"{where}: not a valid JWK ({type(exc).__name__}).") from None
-    if kty == "RSA":
-        bits = imported.get_op_key("verify").key_size  # type: ignore[union-attr]
-        if bits < MIN_RSA_BITS:
-            raise ValueError(f"{where}: an RSA key of at least {MIN_RSA_BITS} bits is expected.")
+        return int(key.public_key.key_size)  # type: ignore[union-attr]
+    except AttributeError:
+        return 0
 
 
-def check_jwks_uri(value: Any, allow_insecure: bool) -> str:
-    """A ``jwks_uri``: an absolute ``https`` URL (``http`` too when ``allow_insecure``),
-    without credentials or fragment, at most :data:`MAX_JWKS_URI_LENGTH` characters.
-
-    :raises ValueError: whose message says what is wrong.
-    """
-    if not isinstance(value, str) or not value or len(value) > MAX_JWKS_URI_LENGTH:
-        raise ValueError(f"A URL of at most {MAX_JWKS_URI_LENGTH} characters is expected.")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise ValueError("Not a valid URL.") from None
-    schemes = ("https", "http") if allow_insecure else ("https",)
-    if parts.scheme not in schemes:
-        raise ValueError("Only an https URL is accepted.")
-    if not parts.hostname or parts.username is not None or parts.password is not None:
-        raise ValueError("The URL must name a host and no credentials.")
-    if parts.fragment or (port is not None and not 0 < port < 65536):
-        raise ValueError("The URL must have no fragment and a valid port.")
-    return value
-
-
-def check_public_address(host: str, port: int) -> None:
-    """Resolve ``host`` and refuse it unless every address is global (not private, loopback,
-    link-local, multicast, reserved or unspecified).
-
-    :raises KeysUnavailable: for an address refused or a name that does not resolve.
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise KeysUnavailable(f"cannot resolve {host!r}: {exc}") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if not (mapped or address).is_global:
-            raise KeysUnavailable(f"{host!r} resolves to a non-public address ({address})")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Follow no redirect: a 3xx is an error."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def fetch_jwks(uri: str, *, timeout: float, max_bytes: int, allow_insecure: bool) -> KeySet:
-    """GET ``uri`` and return its checked JWK Set, within ``timeout`` seconds in all and
-    ``max_bytes`` bytes, following no redirect.
-
-    :raises KeysUnavailable: for any failure (refused address, network, status, size, time,
-        content).
-    """
-    try:
-        check_jwks_uri(uri, allow_insecure)
-    except ValueError as exc:
-        raise KeysUnavailable(str(exc)) from None
-    parts = urlsplit(uri)
-    if not allow_insecure:
-        check_public_address(parts.hostname or "", parts.port or 443)
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(uri, headers={"Accept": "application/json"})
-    body = b""
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            if response.status != 200:
-                raise KeysUnavailable(f"status {response.status}")
-            while len(body) <= max_bytes:
-                if time.monotonic() > deadline:
-                    raise KeysUnavailable("too slow")
-                chunk = response.read1(8192)
-                if not chunk:
-                    break
-                body += chunk
-    except urllib.error.HTTPError as exc:
-        raise KeysUnavailable(f"status {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise KeysUnavailable(f"{type(exc).__name__}: {exc}") from None
-    if len(body) > max_bytes:
-        raise KeysUnavailable(f"larger than {max_bytes} bytes")
-    try:
-        return KeySet.import_key_set(check_jwks(json.loads(body)))  # type: ignore[arg-type]
-    except (ValueError, JoseError) as exc:
-        raise KeysUnavailable(f"not a valid JWK Set: {exc}") from None
-
-
-@dataclass(slots=True)
-class _Fetched:
-    keys: KeySet
-    fetched_at: float
-
-
-class PublishedKeys:
-    """The JWK Sets clients publish at their ``jwks_uri``, as this process fetched them."""
+class RemoteKeys:
+    """The issuer's keys for one app, fetched from its ``jwks_uri``."""
 
     def __init__(
-        self,
-        *,
-        timeout: float,
-        max_bytes: int,
-        cache_seconds: float,
-        refetch_seconds: float,
-        allow_insecure: bool,
+        self, settings: ResourceServerSettings, discovery: Discovery, logger: logging.Logger
     ):
-        self.timeout = timeout
-        self.max_bytes = max_bytes
-        self.cache_seconds = cache_seconds
-        self.refetch_seconds = refetch_seconds
-        self.allow_insecure = allow_insecure
-        self._sets: dict[str, _Fetched] = {}
-        #: When each failing URI last failed: not tried again within ``refetch_seconds``.
-        self._failed: dict[str, float] = {}
+        self.settings = settings
+        self.discovery = discovery
+        self.logger = logger
+        #: The clock of the cache's bounds (a test may stop it).
+        self.clock: Callable[[], float] = time.monotonic
+        self._keys: dict[str, Key] = {}
+        #: ``self.clock()`` of the last successful fetch, and of the last attempt.
+        self._fetched_at: float | None = None
+        self._attempted_at = -math.inf
         self._lock = threading.Lock()
+        self._failing = False
+        #: Fetches this process made (successful or not), for tests and metrics.
+        self.fetch_count = 0
 
-    def get(self, uri: str, *, refresh: bool = False) -> KeySet:
-        """The set at ``uri``: cached while younger than ``cache_seconds``; with ``refresh``
-        (an unknown ``kid``), fetched again unless it was fetched in the last
-        ``refetch_seconds``.
+    def key(self, kid: str) -> Key | None:
+        """The public key named ``kid``, fetching the set when it is old or lacks ``kid``
+        (within the bounds above); None if the issuer has no such key that can be used."""
+        now = self.clock()
+        fetched_at = self._fetched_at
+        if fetched_at is None or now - fetched_at >= self.settings.jwks_cache_seconds:
+            # with no usable key yet, or for a kid we lack, wait for the fetch
+            self._refresh(now, wait=fetched_at is None or kid not in self._keys)
+        key = self._keys.get(kid)
+        if key is None and now - self._attempted_at >= self.settings.jwks_min_refresh_seconds:
+            self._refresh(now, wait=True)
+            key = self._keys.get(kid)
+        fetched_at = self._fetched_at
+        if key is None or fetched_at is None:
+            return None
+        if now - fetched_at > self.settings.jwks_max_stale_seconds:
+            return None  # too old to trust, and no newer set could be fetched
+        return key
 
-        :raises KeysUnavailable: when it must be fetched and cannot be.
-        """
-        now = time.monotonic()
-        with self._lock:
-            cached = self._sets.get(uri)
-        if cached is not None:
-            age = now - cached.fetched_at
-            if age < self.cache_seconds and not (refresh and age >= self.refetch_seconds):
-                return cached.keys
-        with self._lock:
-            failed_at = self._failed.get(uri)
-        if failed_at is not None and now - failed_at < self.refetch_seconds:
-            raise KeysUnavailable("failed recently; not fetched again yet")
+    def _refresh(self, asked_at: float, wait: bool) -> None:
+        """Fetch the set, unless it was tried less than ``M2M_JWKS_MIN_REFRESH_SECONDS`` ago
+        or by another thread since ``asked_at``; ``wait=False`` skips it when another thread
+        is fetching."""
+        if self.clock() - self._attempted_at < self.settings.jwks_min_refresh_seconds:
+            return
+        timeout = 2 * self.settings.http_timeout_seconds + 1
+        if not self._lock.acquire(blocking=wait, timeout=timeout if wait else -1):
+            return
         try:
-            keys = fetch_jwks(
-                uri,
-                timeout=self.timeout,
-                max_bytes=self.max_bytes,
-                allow_insecure=self.allow_insecure,
-            )
-        except KeysUnavailable as exc:
-            log.warning("flask-m2m: cannot use a client's jwks_uri: %s", exc)
-            with self._lock:
-                if len(self._failed) >= MAX_CACHED_SETS:
-                    self._failed.clear()
-                self._failed[uri] = time.monotonic()
-            raise
-        with self._lock:
-            self._failed.pop(uri, None)
-            if len(self._sets) >= MAX_CACHED_SETS:
-                self._sets.clear()
-            self._sets[uri] = _Fetched(keys, time.monotonic())
-        return keys
+            if self._attempted_at >= asked_at:
+                return  # another thread fetched while this one waited
+            self._attempted_at = self.clock()
+            self.fetch_count += 1
+            try:
+                keys = self._fetch()
+            except FetchError as exc:
+                self._failed(exc)
+                return
+            self._keys = keys
+            self._fetched_at = self.clock()
+            if self._failing:
+                self._failing = False
+                self.logger.warning("flask-m2m: the JWK set of %s is fetched again.", self._issuer)
+        finally:
+            self._lock.release()
 
-    def forget(self, uri: str) -> None:
-        """Drop the cached set of ``uri`` (its client changed its keys)."""
-        with self._lock:
-            self._sets.pop(uri, None)
-            self._failed.pop(uri, None)
+    @property
+    def _issuer(self) -> str:
+        return self.settings.issuer
+
+    def _fetch(self) -> dict[str, Key]:
+        limits = self.discovery.limits
+        try:
+            answer = request_json(self.discovery.url("jwks_uri"), limits)
+            if answer.status != 200:
+                raise FetchError(f"the JWK set answered HTTP {answer.status}")
+            return parse_jwk_set(answer.body)
+        except FetchError:
+            self.discovery.forget()
+            raise
+
+    def _failed(self, error: FetchError) -> None:
+        """Log the first failure of a run (later ones at debug level)."""
+        if self._failing:
+            self.logger.debug("flask-m2m: JWK set of %s still unavailable: %s", self._issuer, error)
+            return
+        self._failing = True
+        if self._fetched_at is None:
+            self.logger.warning(
+                "flask-m2m: the JWK set of %s cannot be fetched (%s); tokens cannot be "
+                "verified until it can (retried at most every %g s).",
+                self._issuer,
+                error,
+                self.settings.jwks_min_refresh_seconds,
+            )
+        else:
+            self.logger.warning(
+                "flask-m2m: the JWK set of %s cannot be fetched (%s); the keys fetched %.0f s "
+                "ago keep serving for at most %g s after that fetch.",
+                self._issuer,
+                error,
+                self.clock() - self._fetched_at,
+                self.settings.jwks_max_stale_seconds,
+            )

@@ -5,7 +5,7 @@
 ``state.replay``:
 
 - ``"database"``: the ``m2m_used_jtis`` table (:class:`~flask_m2m.models.UsedJtiMixin`), written
-  on a session of its own (never the request's) and committed at once;
+  on a connection of its own (never the request's session) and committed at once;
 - ``"storage"``: the rate-limit storage of ``RATELIMIT_STORAGE_URI`` (Redis, Memcached, ...),
   one atomic ``incr`` with an expiry per identifier;
 - ``"memory"``: this process only (tests, a single process).
@@ -26,17 +26,19 @@ import time
 from typing import Any
 
 from flask import Flask
-from flask_limiter.constants import ConfigVars
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import MemoryStorage, Storage, storage_from_string
-from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from .config import KEYS, REPLAY_STORES
 from .config_parsers import Source
 from .errors import ConfigurationError
 
+#: Flask-Limiter's keys (read by name: a resource server loads no Flask-Limiter).
+STORAGE_URI, STORAGE_OPTIONS, KEY_PREFIX = (
+    "RATELIMIT_STORAGE_URI",
+    "RATELIMIT_STORAGE_OPTIONS",
+    "RATELIMIT_KEY_PREFIX",
+)
 #: Seconds between two deletions of expired rows of the table by one process.
 PRUNE_INTERVAL = 60.0
 #: Shortest time an entry is kept, in seconds (an identifier whose assertion expires now is
@@ -100,35 +102,42 @@ class DatabaseReplayStore(ReplayStore):
         key = _digest(kind, issuer, jti)
         keep_until = int(now) + _keep_for(expires_at, now)
         table = self.model.__table__
-        with Session(self.db.engine) as session:
-            self._prune(session, now)
-            # An expired row of the same key is no longer a replay (its assertion expired).
-            session.execute(delete(table).where(table.c.key == key, table.c.expires_at < now))
-            try:
-                session.execute(insert(table).values(key=key, expires_at=keep_until))
-                session.commit()
-            except IntegrityError:
-                session.rollback()
+        engine = self.db.engine
+        # The DB-API's own IntegrityError (PEP 249), which SQLAlchemy wraps: this module
+        # imports no SQLAlchemy, so that a resource server can use the other stores.
+        dbapi = getattr(engine.dialect, "loaded_dbapi", None) or engine.dialect.dbapi
+        self._prune(engine, now)
+        try:
+            # A connection of its own, committed at once (never the request's session).
+            with engine.begin() as connection:
+                # An expired row of the same key is no longer a replay (its assertion expired).
+                connection.execute(
+                    table.delete().where(table.c.key == key, table.c.expires_at < now)
+                )
+                connection.execute(table.insert().values(key=key, expires_at=keep_until))
+        except Exception as exc:
+            if isinstance(getattr(exc, "orig", None), dbapi.IntegrityError):
                 return False
+            raise
         return True
 
-    def _prune(self, session: Session, now: float) -> None:
+    def _prune(self, engine: Any, now: float) -> None:
         """Delete the expired rows, at most once per :data:`PRUNE_INTERVAL` per process."""
         with self._lock:
             if now - self._pruned_at < PRUNE_INTERVAL:
                 return
             self._pruned_at = now
         table = self.model.__table__
-        session.execute(delete(table).where(table.c.expires_at < int(now)))
-        session.commit()
+        with engine.begin() as connection:
+            connection.execute(table.delete().where(table.c.expires_at < int(now)))
 
 
 def _storage(app: Flask) -> Storage:
     """The storage ``RATELIMIT_STORAGE_URI`` and ``RATELIMIT_STORAGE_OPTIONS`` name."""
-    options = dict(app.config.get(ConfigVars.STORAGE_OPTIONS) or {})
+    options = dict(app.config.get(STORAGE_OPTIONS) or {})
     options["wrap_exceptions"] = True
     try:
-        storage = storage_from_string(app.config[ConfigVars.STORAGE_URI], **options)
+        storage = storage_from_string(app.config[STORAGE_URI], **options)
     except LimitsConfigurationError as exc:
         raise ConfigurationError(
             "M2M_REPLAY_STORE is 'storage' but RATELIMIT_STORAGE_URI names no storage the "
@@ -159,7 +168,7 @@ def replay_store(app: Flask, state: Any = None) -> ReplayStore:
     wanted = _configured(app, state)
     db = getattr(state, "db", None)
     model = getattr(getattr(state, "models", None), "used_jti", None)
-    has_uri = bool(app.config.get(ConfigVars.STORAGE_URI))
+    has_uri = bool(app.config.get(STORAGE_URI))
     if wanted is None:
         wanted = "database" if db is not None and model is not None else None
         wanted = wanted or ("storage" if has_uri else "memory")
@@ -175,7 +184,7 @@ def replay_store(app: Flask, state: Any = None) -> ReplayStore:
             raise ConfigurationError(
                 "M2M_REPLAY_STORE is 'storage' but RATELIMIT_STORAGE_URI is not set."
             )
-        prefix = f"{app.config.get(ConfigVars.KEY_PREFIX) or 'm2m'}-jti"
+        prefix = f"{app.config.get(KEY_PREFIX) or 'm2m'}-jti"
         return StorageReplayStore(_storage(app), prefix)
     assert wanted in REPLAY_STORES
     return ReplayStore()
