@@ -32,6 +32,7 @@ from .client_jwks import KeysUnavailable, PublishedKeys
 from .credentials import CLIENT_ID_PATTERN
 from .models import utcnow
 from .policy import KEY_METHODS
+from .verification import QuietJWSRegistry
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -74,6 +75,8 @@ class ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
         super().__init__(validate_jti=True, leeway=state.settings.leeway)
         self.state = state
         self.published = published
+        #: The configured algorithms (``EdDSA`` without joserfc's RFC 9864 warning).
+        self.registry = QuietJWSRegistry(algorithms=list(state.settings.client_assertion_algs))
 
     # -- Authlib's hooks -------------------------------------------------------------------
     def get_audiences(self) -> list[str]:
@@ -140,7 +143,7 @@ class ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
             candidates = [key for key in keys.keys if key.key_type == family]
         for key in candidates:
             try:
-                token = jwt.decode(assertion, key, algorithms=algorithms)
+                token = jwt.decode(assertion, key, registry=self.registry)
             except JoseError:
                 continue
             claims: dict[str, Any] = token.claims

@@ -28,8 +28,11 @@ from urllib.parse import urlsplit
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from .errors import InvalidClientData
 from .policy import (
     ASSERTION_ALGS,
+    CLIENT_AUTH_METHODS,
+    KEY_METHODS,
     MAX_CLIENT_KEYS,
     MAX_JWKS_BYTES,
     MAX_JWKS_URI_LENGTH,
@@ -127,6 +130,46 @@ def check_jwks_uri(value: Any, allow_insecure: bool) -> str:
     if parts.fragment or (port is not None and not 0 < port < 65536):
         raise ValueError("The URL must have no fragment and a valid port.")
     return value
+
+
+def check_client_keys(
+    method: Any, jwks: Any, jwks_uri: Any, *, allow_insecure: bool
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """A client's ``token_endpoint_auth_method`` with its keys, checked: a ``private_key_jwt``
+    client has ``jwks`` or ``jwks_uri`` (one of them), a secret client neither.
+
+    :raises InvalidClientData: (422) naming the field at fault.
+    """
+    if method not in CLIENT_AUTH_METHODS:
+        raise InvalidClientData(
+            f"Must be one of {', '.join(CLIENT_AUTH_METHODS)}.", field="token_endpoint_auth_method"
+        )
+    if method not in KEY_METHODS:
+        if jwks is not None or jwks_uri is not None:
+            raise InvalidClientData(
+                "Only a private_key_jwt client has keys.", field="jwks" if jwks else "jwks_uri"
+            )
+        return method, None, None
+    if (jwks is None) == (jwks_uri is None):
+        raise InvalidClientData("Give jwks or jwks_uri (one of them).", field="jwks")
+    try:
+        if jwks is not None:
+            return method, check_jwks(jwks), None
+    except ValueError as exc:
+        raise InvalidClientData(str(exc), field="jwks") from None
+    try:
+        return method, None, check_jwks_uri(jwks_uri, allow_insecure)
+    except ValueError as exc:
+        raise InvalidClientData(str(exc), field="jwks_uri") from None
+
+
+def describe_keys(jwks: dict[str, Any] | None, jwks_uri: str | None) -> dict[str, Any]:
+    """What the audit trail records of a client's keys: their ``kid`` values and RFC 7638
+    thumbprints, or the ``jwks_uri``."""
+    if jwks_uri is not None:
+        return {"jwks_uri": jwks_uri}
+    keys = KeySet.import_key_set(jwks).keys if jwks else []  # type: ignore[arg-type]
+    return {"keys": [{"kid": key.kid, "thumbprint": key.thumbprint()} for key in keys]}
 
 
 def check_public_address(host: str, port: int) -> None:

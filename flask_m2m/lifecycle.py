@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import InvalidRequestError
 
 from . import audit, signals
+from .client_jwks import check_client_keys, describe_keys
 from .credentials import (
     CLIENT_ID_PATTERN,
     MAX_SECRET_LENGTH,
@@ -28,6 +29,7 @@ from .errors import ClientNotFound, InvalidClientData, SecretConflict
 from .models import utcnow
 from .pagination import Page, decode_cursor, fetch_page
 from .policy import (
+    KEY_METHODS,
     MAX_DAYS,
     MAX_LABEL_LENGTH,
     MAX_METADATA_DEPTH,
@@ -288,6 +290,9 @@ def rotate_secret(
         )
     _check_label(label, "label")
     client = get_client(state, client_id, for_update=True)
+    if client.token_endpoint_auth_method in KEY_METHODS:
+        state.db.session.rollback()
+        raise SecretConflict("A private_key_jwt client has no secret; replace its keys instead.")
     model = state.models.client_secret
     now = utcnow()
     cutoff = now + timedelta(seconds=grace_period_seconds)
@@ -353,11 +358,25 @@ def create_client(
     access_token_expires_in: int | None = None,
     secret: str | None = None,
     secret_label: str | None = None,
-) -> tuple[Any, IssuedSecret]:
+    token_endpoint_auth_method: str = "client_secret_basic",
+    jwks: dict[str, Any] | None = None,
+    jwks_uri: str | None = None,
+) -> tuple[Any, IssuedSecret | None]:
     """Create a client with its first secret; ``secret`` imports an existing one (hashed).
+    A ``private_key_jwt`` client (RFC 7523) has its public keys (``jwks`` or ``jwks_uri``)
+    and no secret.
 
-    :returns: the client and its secret, whose plaintext is never stored nor shown again.
+    :returns: the client and its secret (None for a key client), whose plaintext is never
+        stored nor shown again.
     """
+    method, jwks, jwks_uri = check_client_keys(
+        token_endpoint_auth_method,
+        jwks,
+        jwks_uri,
+        allow_insecure=state.server.published_keys.allow_insecure,
+    )
+    if method in KEY_METHODS and (secret is not None or secret_label is not None):
+        raise InvalidClientData("A private_key_jwt client has no secret.", field="secret")
     plaintext = _check_imported_secret(secret) if secret is not None else None
     _check_label(secret_label, "secret_label")
     client = state.models.client(
@@ -371,16 +390,20 @@ def create_client(
         rate_limit_mode=parse_rate_limit_mode(rate_limit_mode),
         access_token_expires_in=_check_token_lifetime(state, access_token_expires_in),
         tokens_valid_after=0,
+        token_endpoint_auth_method=method,
+        jwks=jwks,
+        jwks_uri=jwks_uri,
         created_at=utcnow(),
     )
     state.db.session.add(client)
-    issued = _new_secret(state, client.client_id, secret_label, plaintext)
-    audit.record(
-        state,
-        "client_created",
-        client.client_id,
-        {"name": client.name, "scopes": client.scopes, "secret_id": issued.secret_id},
-    )
+    details: dict[str, Any] = {"name": client.name, "scopes": client.scopes}
+    issued = None
+    if method in KEY_METHODS:
+        details.update(token_endpoint_auth_method=method, **describe_keys(jwks, jwks_uri))
+    else:
+        issued = _new_secret(state, client.client_id, secret_label, plaintext)
+        details["secret_id"] = issued.secret_id
+    audit.record(state, "client_created", client.client_id, details)
     state.db.session.commit()
     signals.client_created.send(_app(), client_id=client.client_id, name=client.name)
     return client, issued

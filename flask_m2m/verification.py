@@ -26,7 +26,7 @@ AT_JWT_TYPES = ("at+jwt", "application/at+jwt")
 MAX_TOKEN_LENGTH = 8192
 
 
-class _QuietJWSRegistry(JWSRegistry):
+class QuietJWSRegistry(JWSRegistry):
     """joserfc's registry, limited to our algorithms and keeping the ``EdDSA`` name quietly.
 
     RFC 9864 deprecates the polymorphic ``EdDSA`` for ``Ed25519``, but the JOSE libraries
@@ -39,7 +39,7 @@ class _QuietJWSRegistry(JWSRegistry):
     algorithms["EdDSA"] = _eddsa
 
 
-JWS_REGISTRY = _QuietJWSRegistry(algorithms=list(SIGNING_ALGS))
+JWS_REGISTRY = QuietJWSRegistry(algorithms=list(SIGNING_ALGS))
 
 
 @lru_cache(maxsize=16)
@@ -47,7 +47,7 @@ def _registry(algorithms: frozenset[str]) -> JWSRegistry:
     """The registry allowing only ``algorithms`` (a subset of :data:`SIGNING_ALGS`)."""
     if algorithms == frozenset(SIGNING_ALGS):
         return JWS_REGISTRY
-    return _QuietJWSRegistry(algorithms=sorted(algorithms & set(SIGNING_ALGS)))
+    return QuietJWSRegistry(algorithms=sorted(algorithms & set(SIGNING_ALGS)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from ..policy import (
+    CLIENT_AUTH_METHODS,
     MAX_DAYS,
+    MAX_JWKS_URI_LENGTH,
     MAX_LABEL_LENGTH,
     MAX_NAME_LENGTH,
     MAX_PAGE_SIZE,
@@ -56,6 +58,25 @@ class ClientCreateSchema(_RateLimitMixin, Schema):
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
     secret_label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
+    token_endpoint_auth_method = fields.String(
+        load_default="client_secret_basic", validate=validate.OneOf(CLIENT_AUTH_METHODS)
+    )
+    jwks = fields.Dict(
+        keys=fields.String(), allow_none=True,
+        metadata={"description": "Public JWK Set (RFC 7517 §5) of a private_key_jwt client."},
+    )
+    jwks_uri = fields.String(
+        allow_none=True, validate=validate.Length(max=MAX_JWKS_URI_LENGTH),
+        metadata={"description": "https URL of the JWK Set of a private_key_jwt client."},
+    )
+
+
+class ClientKeysSchema(Schema):
+    """Body of ``PUT /clients/<id>/keys``: the new keys (``jwks`` or ``jwks_uri``)."""
+
+    token_endpoint_auth_method = fields.String(validate=validate.OneOf(CLIENT_AUTH_METHODS))
+    jwks = fields.Dict(keys=fields.String(), allow_none=True)
+    jwks_uri = fields.String(allow_none=True, validate=validate.Length(max=MAX_JWKS_URI_LENGTH))
 
 
 class ClientUpdateSchema(_RateLimitMixin, Schema):
@@ -71,6 +92,9 @@ class ClientUpdateSchema(_RateLimitMixin, Schema):
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
+    token_endpoint_auth_method = fields.String(validate=validate.OneOf(CLIENT_AUTH_METHODS))
+    jwks = fields.Dict(keys=fields.String(), allow_none=True)
+    jwks_uri = fields.String(allow_none=True, validate=validate.Length(max=MAX_JWKS_URI_LENGTH))
 
 
 class SecretCreateSchema(Schema):
@@ -97,6 +121,9 @@ class ClientSchema(Schema):
     last_used_at = fields.AwareDateTime(allow_none=True, required=True)
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
+    token_endpoint_auth_method = fields.String(required=True)
+    jwks = fields.Dict(allow_none=True, required=True)
+    jwks_uri = fields.String(allow_none=True, required=True)
 
 
 class NewSecretSchema(Schema):
@@ -108,14 +135,20 @@ class NewSecretSchema(Schema):
     secret_expires_at = fields.AwareDateTime(allow_none=True, required=True)
 
 
-class ClientWithSecretSchema(ClientSchema, NewSecretSchema):
-    """Response of ``POST /clients``."""
+class ClientWithSecretSchema(ClientSchema):
+    """Response of ``POST /clients``: a ``private_key_jwt`` client has no secret fields."""
+
+    client_secret = fields.String()
+    secret_id = fields.String()
+    secret_expires_at = fields.AwareDateTime(allow_none=True)
 
 
-def dump_client_with_secret(client: Any, issued: IssuedSecret) -> dict[str, Any]:
-    """A client and its new secret, shown once (``POST /clients``, the CLI's ``--json``)."""
+def dump_client_with_secret(client: Any, issued: IssuedSecret | None) -> dict[str, Any]:
+    """A client and its new secret, shown once (``POST /clients``, the CLI's ``--json``);
+    a key client (``issued`` None) has none."""
     data: dict[str, Any] = ClientSchema().dump(client)
-    data.update(NewSecretSchema().dump(issued.as_dict()))
+    if issued is not None:
+        data.update(NewSecretSchema().dump(issued.as_dict()))
     return data
 
 

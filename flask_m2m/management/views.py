@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
-from .. import audit, lifecycle
+from .. import audit, client_keys, lifecycle
 from ..credentials import CLIENT_ID_PATTERN
 from ..decorators import authenticate_request
 from ..errors import ClientNotFound
@@ -18,6 +18,7 @@ from ..state import get_state
 from .openapi import Route, openapi_document
 from .schemas import (
     ClientCreateSchema,
+    ClientKeysSchema,
     ClientPageSchema,
     ClientQuerySchema,
     ClientSchema,
@@ -153,7 +154,20 @@ def get_client(client_id: str) -> tuple[Response, int]:
 @managed
 def update_client(client_id: str) -> tuple[Response, int]:
     changes = ClientUpdateSchema().load(_json_body())
-    return _dump(ClientSchema(), lifecycle.update_client(get_state(), client_id, changes))
+    keys = {name: changes.pop(name) for name in client_keys.KEY_FIELDS if name in changes}
+    state = get_state()
+    client = None
+    if keys:
+        client = client_keys.set_client_keys(state, client_id, **keys)
+    if changes or client is None:
+        client = lifecycle.update_client(state, client_id, changes)
+    return _dump(ClientSchema(), client)
+
+
+@managed
+def set_keys(client_id: str) -> tuple[Response, int]:
+    keys = ClientKeysSchema().load(_json_body())
+    return _dump(ClientSchema(), client_keys.set_client_keys(get_state(), client_id, **keys))
 
 
 @managed
@@ -216,7 +230,13 @@ ROUTES: tuple[Route, ...] = (
     Route("/clients/<client_id>", ("GET",), get_client, 200, ClientSchema, "The client"),
     Route(
         "/clients/<client_id>", ("PATCH", "PUT"), update_client, 200, ClientSchema, "Updated",
-        body=ClientUpdateSchema,
+        body=ClientUpdateSchema, problems=(409,),
+        summary="Change a client; token_endpoint_auth_method, jwks or jwks_uri replace its keys.",
+    ),
+    Route(
+        "/clients/<client_id>/keys", ("PUT",), set_keys, 200, ClientSchema, "Keys replaced",
+        body=ClientKeysSchema, problems=(409,),
+        summary="Replace the public keys (jwks or jwks_uri) of a private_key_jwt client.",
     ),
     Route("/clients/<client_id>", ("DELETE",), delete_client, 204, None, "Deleted"),
     Route(

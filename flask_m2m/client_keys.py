@@ -1,0 +1,77 @@
+"""Registering and replacing the public keys of a ``private_key_jwt`` client (RFC 7523 §2.2):
+the one code path of the management API, the CLI and the example console, audited like every
+other change of a client."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app
+from sqlalchemy import delete
+
+from . import audit, signals
+from .client_jwks import check_client_keys, describe_keys
+from .errors import InvalidClientData, SecretConflict
+from .lifecycle import get_client
+from .policy import KEY_METHODS
+
+if TYPE_CHECKING:
+    from .state import M2MState
+
+#: The client fields :func:`set_client_keys` changes.
+KEY_FIELDS = ("token_endpoint_auth_method", "jwks", "jwks_uri")
+
+
+def set_client_keys(
+    state: M2MState,
+    client_id: str,
+    *,
+    jwks: dict[str, Any] | None = None,
+    jwks_uri: str | None = None,
+    token_endpoint_auth_method: str | None = None,
+) -> Any:
+    """Replace the keys of a ``private_key_jwt`` client with ``jwks`` or ``jwks_uri``; with
+    ``token_endpoint_auth_method="private_key_jwt"``, turn a secret client into a key client
+    (its secrets are deleted). Audit row ``client_keys_replaced``: the new ``kid`` values and
+    thumbprints, or the URI.
+
+    :raises SecretConflict: (409) to turn a key client back into a secret client.
+    :raises InvalidClientData: (422) for keys that are missing, invalid or not allowed.
+    """
+    client = get_client(state, client_id, for_update=True)
+    current = client.token_endpoint_auth_method
+    method = token_endpoint_auth_method or current
+    if current in KEY_METHODS and method not in KEY_METHODS:
+        state.db.session.rollback()
+        raise SecretConflict(
+            "A private_key_jwt client cannot become a secret client; create a new client."
+        )
+    if method not in KEY_METHODS and jwks is None and jwks_uri is None:
+        state.db.session.rollback()
+        raise InvalidClientData("Only a private_key_jwt client has keys.", field="jwks")
+    try:
+        method, jwks, jwks_uri = check_client_keys(
+            method, jwks, jwks_uri, allow_insecure=state.server.published_keys.allow_insecure
+        )
+    except InvalidClientData:
+        state.db.session.rollback()
+        raise
+    old_uri = client.jwks_uri
+    client.token_endpoint_auth_method = method
+    client.jwks = jwks
+    client.jwks_uri = jwks_uri
+    details: dict[str, Any] = describe_keys(jwks, jwks_uri)
+    if current != method:
+        secrets = state.models.client_secret
+        state.db.session.execute(delete(secrets).where(secrets.client_id == client_id))
+        details["token_endpoint_auth_method"] = {"from": current, "to": method}
+    audit.record(state, "client_keys_replaced", client_id, details)
+    state.db.session.commit()
+    if old_uri:
+        state.server.published_keys.forget(old_uri)
+    signals.client_updated.send(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        client_id=client_id,
+        changes=["keys"],
+    )
+    return client
