@@ -100,7 +100,7 @@ def test_constructor_with_app(build: Build) -> None:
     app, db = build()
     M2M(app, db)
     create_tables(app, db)
-    assert isinstance(get_state(app), flask_m2m.M2MState)
+    assert isinstance(get_state(app), flask_m2m.state.M2MState)
     round_trip(app)
 
 
