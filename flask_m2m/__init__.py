@@ -19,6 +19,7 @@ _EXPORTS = {
     "require_scope": "decorators",
     "current_token": "decorators",
     "AccessToken": "verification",
+    "AppHoldsWriteLock": "writes",
     "M2MError": "errors",
     "ConfigurationError": "errors",
     "ClientNotFound": "errors",
@@ -43,6 +44,7 @@ _DEPRECATED = {"M2MState": ("state", "M2MState")}
 __all__ = [
     "M2M",
     "AccessToken",
+    "AppHoldsWriteLock",
     "AuditEventMixin",
     "ClientMixin",
     "ClientNotFound",
@@ -115,3 +117,4 @@ if TYPE_CHECKING:
     )
     from .state import get_state
     from .verification import AccessToken
+    from .writes import AppHoldsWriteLock

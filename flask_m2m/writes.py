@@ -28,6 +28,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
+from .errors import M2MError
+
 #: ``Session.info`` key (of the app's session) of the writes waiting for its transaction.
 _WAITING = "m2m:waiting_writes"
 
@@ -36,8 +38,11 @@ Work = Callable[[Session], None]
 logger = logging.getLogger("flask_m2m")
 
 
-class AppHoldsWriteLock(RuntimeError):
-    """flask-m2m must write now, but the app's session holds SQLite's write lock."""
+class AppHoldsWriteLock(M2MError, RuntimeError):
+    """flask-m2m must write now, but the app's session holds SQLite's write lock.
+
+    .. versionadded:: 0.2
+    """
 
     def __init__(self) -> None:
         super().__init__(

@@ -22,10 +22,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import String, func, inspect, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from flask_m2m import lifecycle, signals
+from flask_m2m import AppHoldsWriteLock, lifecycle, signals
 from flask_m2m.errors import InvalidClientData, SecretConflict
 from flask_m2m.extension import get_state
-from flask_m2m.writes import AppHoldsWriteLock
 
 GRANT = {"grant_type": "client_credentials"}
 SERVER = pytest.mark.skipif(
@@ -72,7 +71,7 @@ class Host:
         model = get_state(self.app).models.audit_event
         query = select(model.event, model.client_id, model.actor).order_by(model.id)
         with self.app.app_context(), self.db.engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(query)]  # type: ignore[misc]
+            return [tuple(row) for row in connection.execute(query)]
 
 
 @pytest.fixture
