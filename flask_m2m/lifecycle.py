@@ -5,8 +5,9 @@ the configured policy and added with its audit row to one session.
 Transaction rule: these functions add and flush their rows on ``session`` (default: the app's
 ``db.session``) and never commit, roll back nor discard it: **the caller commits** (or rolls
 back), together with any work of its own in that session. Their signals are sent once that
-commit happens, never for a change rolled back. A function that raises has changed nothing in
-the session (it may hold a row lock until the caller ends the transaction). Who acts is the
+commit happens, never for a change rolled back. A function that raises one of its errors
+(``InvalidClientData``, ``ClientNotFound``, ``SecretConflict``) has changed nothing in the
+session (it may hold a row lock until the caller ends the transaction). Who acts is the
 keyword ``actor`` (``cli:<user>``, ``user:<name>``, ``client:<id>``...), written to the audit
 rows; there is no default. The management API uses a session of its own and commits it; the
 CLI and the example console commit ``db.session``. Reading functions (``get_client``,
