@@ -26,7 +26,9 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
+from . import writes
 from .authentication import ClientAuthenticationFailed, fail
 from .client_jwks import KeysUnavailable, PublishedKeys
 from .credentials import CLIENT_ID_PATTERN
@@ -216,16 +218,20 @@ def private_key_jwt(state: M2MState, checker: ClientAssertion) -> Any:
 
 
 def _note_use(state: M2MState, client: Any) -> None:
-    """Record the client's ``last_used_at``, at most once per interval."""
+    """Record the client's ``last_used_at``, at most once per interval, in a transaction of
+    flask-m2m's own (:mod:`flask_m2m.writes`)."""
     now = utcnow()
     interval = timedelta(seconds=state.settings.last_used_interval_seconds)
     if client.last_used_at is not None and now - client.last_used_at < interval:
         return
-    models, session = state.models, state.db.session
-    session.execute(
-        update(models.client)
-        .where(models.client.client_id == client.client_id)
-        .values(last_used_at=now, updated_at=models.client.updated_at)
+    model = state.models.client
+    statement = (
+        update(model)
+        .where(model.client_id == client.client_id)
+        .values(last_used_at=now, updated_at=model.updated_at)
     )
-    session.commit()
-    client.last_used_at = now
+    def work(session: Session) -> None:
+        session.execute(statement)
+
+    writes.write(state.db, work, wait_for_app=True)
+    client.last_used_at = now  # a detached copy: keeps the cached credentials current

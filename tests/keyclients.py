@@ -40,13 +40,16 @@ def register_key_client(app: Flask, *keys: Key, scopes: str = "read write", **kw
     if keys:
         kwargs.setdefault("jwks", public_set(*keys))
     with app.app_context():
+        state = get_state(app)
         client, issued = create_client(
-            get_state(app),
+            state,
+            actor="test",
             name="keys",
             scopes=scopes,
             token_endpoint_auth_method="private_key_jwt",
             **kwargs,
         )
+        state.db.session.commit()
         assert issued is None
         return str(client.client_id)
 

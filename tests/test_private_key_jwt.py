@@ -282,7 +282,8 @@ def test_disabled_key_client_is_refused(app: Flask) -> None:
     key = new_key()
     client_id = register_key_client(app, key)
     with app.app_context():
-        set_disabled(get_state(), client_id, True)
+        set_disabled(get_state(), client_id, True, actor="test")
+        get_state().db.session.commit()
     _refused(_token(app.test_client(), assertion(key, client_id)))
 
 
