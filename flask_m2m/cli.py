@@ -11,16 +11,19 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from flask.cli import AppGroup
 
-from . import audit, lifecycle, retention, signals
+from . import audit, client_keys, lifecycle, retention, signals
+from .client_jwks import parse_public_keys
 from .errors import ClientNotFound, ConfigurationError, InvalidClientData, SecretConflict
 from .management.schemas import ClientSchema, dump_client_with_secret
-from .policy import MAX_DAYS, MAX_PAGE_SIZE, RATE_LIMIT_MODES
+from .policy import CLIENT_AUTH_METHODS, MAX_DAYS, MAX_JWKS_BYTES, MAX_PAGE_SIZE, RATE_LIMIT_MODES
 from .state import M2MState, get_state
+
+_JWKS_FILE_HELP = "The client's public keys: a JWK Set, one JWK, or a PEM public key."
 
 m2m_cli = AppGroup("m2m", help="Manage flask-m2m clients and signing keys.")
 
@@ -57,6 +60,10 @@ def _print_secret(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data))
         return
+    if "client_secret" not in data:
+        click.echo(f"client_id:     {data['client_id']}")
+        click.echo("auth method:   private_key_jwt (no secret: the client signs with its key)")
+        return
     click.echo(f"client_id:     {data['client_id']}")
     click.echo(f"client_secret: {data['client_secret']}")
     click.echo("Store the secret now: it is not stored in clear and will not be shown again.")
@@ -76,6 +83,14 @@ def _print_secret(data: dict[str, Any], as_json: bool) -> None:
     help="Enforce the limit, or only count and report it (default: M2M_TOKEN_RATE_LIMIT_MODE).",
 )
 @click.option("--secret-stdin", is_flag=True, help="Import an existing secret read from stdin.")
+@click.option(
+    "--auth-method",
+    type=click.Choice(CLIENT_AUTH_METHODS),
+    default=None,
+    help="client_secret_basic (a secret; the default) or private_key_jwt (public keys only).",
+)
+@click.option("--jwks-file", type=click.File("r"), default=None, help=_JWKS_FILE_HELP)
+@click.option("--jwks-uri", default=None, help="https URL where the client publishes its keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def create_client(
     name: str,
@@ -84,10 +99,17 @@ def create_client(
     rate_limit: str | None,
     rate_limit_mode: str | None,
     secret_stdin: bool,
+    auth_method: str | None,
+    jwks_file: TextIO | None,
+    jwks_uri: str | None,
     as_json: bool,
 ) -> None:
-    """Create a client and print its id and secret (shown only this once)."""
+    """Create a client and print its id and secret (shown only this once); with
+    ``--auth-method private_key_jwt`` and its public keys, a client without a secret."""
     secret = sys.stdin.readline().rstrip("\r\n") if secret_stdin else None
+    keys = _keys_from_options(jwks_file, jwks_uri)
+    if keys and auth_method is None:
+        auth_method = "private_key_jwt"
     state = _state()
     try:
         with _committed(state):
@@ -100,11 +122,52 @@ def create_client(
                 rate_limit=rate_limit,
                 rate_limit_mode=rate_limit_mode,
                 secret=secret,
+                token_endpoint_auth_method=auth_method or "client_secret_basic",
+                **keys,
             )
             data = dump_client_with_secret(client, issued)
     except InvalidClientData as exc:
         _fail(exc)
     _print_secret(data, as_json)
+
+
+def _keys_from_options(jwks_file: TextIO | None, jwks_uri: str | None) -> dict[str, Any]:
+    """The ``jwks``/``jwks_uri`` arguments the options give (at most one of them)."""
+    if jwks_file is not None and jwks_uri is not None:
+        raise click.UsageError("Give --jwks-file or --jwks-uri, not both.")
+    if jwks_uri is not None:
+        return {"jwks_uri": jwks_uri}
+    if jwks_file is None:
+        return {}
+    try:
+        return {"jwks": parse_public_keys(jwks_file.read(MAX_JWKS_BYTES * 4))}
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--jwks-file") from None
+
+
+@m2m_cli.command("set-client-keys")
+@click.argument("client_id")
+@click.option("--jwks-file", type=click.File("r"), default=None, help=_JWKS_FILE_HELP)
+@click.option("--jwks-uri", default=None, help="https URL where the client publishes its keys.")
+def set_client_keys(client_id: str, jwks_file: TextIO | None, jwks_uri: str | None) -> None:
+    """Replace the public keys of a private_key_jwt client (or make a secret client one:
+    its secrets are deleted)."""
+    keys = _keys_from_options(jwks_file, jwks_uri)
+    if not keys:
+        raise click.UsageError("Give --jwks-file or --jwks-uri.")
+    state = _state()
+    try:
+        with _committed(state):
+            client_keys.set_client_keys(
+                state,
+                client_id,
+                actor=_actor(),
+                token_endpoint_auth_method="private_key_jwt",
+                **keys,
+            )
+    except (ClientNotFound, InvalidClientData, SecretConflict) as exc:
+        _fail(exc)
+    click.echo(f"Keys of {client_id} replaced.")
 
 
 @m2m_cli.command("list-clients")

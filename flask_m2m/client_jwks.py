@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 
 from .errors import InvalidClientData
 from .policy import (
@@ -161,6 +161,39 @@ def check_client_keys(
         return method, None, check_jwks_uri(jwks_uri, allow_insecure)
     except ValueError as exc:
         raise InvalidClientData(str(exc), field="jwks_uri") from None
+
+
+def parse_public_keys(text: str) -> dict[str, Any]:
+    """A JWK Set from the text of a file: a JWK Set, a single JWK or a PEM public key (whose
+    ``kid`` is its RFC 7638 thumbprint), checked by :func:`check_jwks`.
+
+    :raises ValueError: whose message says what is wrong.
+    """
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        if "PRIVATE KEY" in text.split("\n", 1)[0]:
+            raise ValueError(
+                "This is a private key: give its public key (openssl pkey -pubout -in KEY)."
+            )
+        key = _import_pem(text)
+        data = dict(key.as_dict(private=False))
+        data["kid"] = key.thumbprint()
+        return check_jwks({"keys": [data]})
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("Neither JSON (a JWK Set or a JWK) nor a PEM public key.") from None
+    return check_jwks(value)
+
+
+def _import_pem(text: str) -> Key:
+    """The RSA, EC or OKP public key of a PEM text."""
+    for kind in (RSAKey, ECKey, OKPKey):
+        try:
+            return kind.import_key(text)
+        except (JoseError, ValueError, TypeError):
+            continue
+    raise ValueError("Not a PEM public key of RSA, EC or Ed25519.")
 
 
 def describe_keys(jwks: dict[str, Any] | None, jwks_uri: str | None) -> dict[str, Any]:
