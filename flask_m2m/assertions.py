@@ -31,9 +31,8 @@ from sqlalchemy.orm import Session
 from . import writes
 from .authentication import ClientAuthenticationFailed, fail
 from .client_jwks import KeysUnavailable, PublishedKeys
-from .credentials import CLIENT_ID_PATTERN
 from .models import utcnow
-from .policy import KEY_METHODS
+from .policy import CLIENT_ID_PATTERN, KEY_METHODS
 from .verification import QuietJWSRegistry
 
 if TYPE_CHECKING:

@@ -28,9 +28,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import audit, signals, writes
-from .credentials import CLIENT_ID_PATTERN
 from .models import utcnow
-from .policy import SECRET_METHODS
+from .policy import CLIENT_ID_PATTERN, SECRET_METHODS
 
 if TYPE_CHECKING:
     from .state import M2MState

@@ -31,7 +31,6 @@ from sqlalchemy.orm import Session, scoped_session
 from . import audit, signals
 from .client_jwks import check_client_keys, describe_keys
 from .credentials import (
-    CLIENT_ID_PATTERN,
     MAX_SECRET_LENGTH,
     MIN_IMPORTED_SECRET_LENGTH,
     generate_client_id,
@@ -43,6 +42,7 @@ from .models import utcnow
 from .oncommit import send_on_commit
 from .pagination import Page, decode_cursor, fetch_page
 from .policy import (
+    CLIENT_ID_PATTERN,
     KEY_METHODS,
     MAX_DAYS,
     MAX_LABEL_LENGTH,

@@ -17,8 +17,7 @@ from flask import request as flask_request
 from . import signals
 from .assertions import ClientAssertion, private_key_jwt, published_keys
 from .authentication import CredentialsCache, client_secret_basic, client_secret_post
-from .credentials import CLIENT_ID_PATTERN
-from .policy import AUTH_METHODS, SCOPE_TOKEN
+from .policy import AUTH_METHODS, CLIENT_ID_PATTERN, SCOPE_TOKEN
 
 if TYPE_CHECKING:
     from .state import M2MState
