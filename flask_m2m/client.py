@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import logging
+import os
 import ssl
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass
@@ -49,7 +52,9 @@ log = logging.getLogger(__name__)
 
 _INSTALL = "pip install 'flask-m2m[client]'"
 _FORM = "application/x-www-form-urlencoded"
-AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+#: RFC 7523 §2.2: the ``client_assertion_type`` of a JWT client assertion.
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 class TokenError(M2MError):
@@ -135,7 +140,12 @@ class ClientCredentials:
     :param audience: sent as the ``audience`` parameter, for servers that use it.
     :param leeway: renew this many seconds before expiry (at most half the token's lifetime),
         or a share of the lifetime such as ``"10%"``.
-    :param auth_method: ``client_secret_basic`` (default) or ``client_secret_post``.
+    :param auth_method: ``client_secret_basic`` (default) or ``client_secret_post``; with
+        ``private_key``, ``private_key_jwt``.
+    :param private_key: instead of ``client_secret``, the client's private key (RFC 7523
+        ``private_key_jwt``): a PEM file's path, PEM bytes or text, or a private JWK (dict);
+        each token request carries a fresh assertion signed with it.
+    :param assertion_lifetime: seconds each assertion is valid (60 by default).
     :param timeout: seconds to wait for the token endpoint.
     :param verify: TLS verification: a bool, or the path of a CA bundle (given to httpx as an
         :class:`ssl.SSLContext` that trusts that bundle, to requests as the path).
@@ -147,7 +157,9 @@ class ClientCredentials:
         *,
         issuer: str | None = None,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
+        private_key: str | bytes | os.PathLike[str] | Mapping[str, Any] | None = None,
+        assertion_lifetime: int = 60,
         scope: str | None = None,
         audience: str | None = None,
         leeway: float | str = 30,
@@ -157,10 +169,12 @@ class ClientCredentials:
     ):
         if token_endpoint is None and issuer is None:
             raise ValueError("Give token_endpoint or issuer (to discover the token endpoint).")
-        if not client_id or not client_secret:
-            raise ValueError("client_id and client_secret are required.")
-        if auth_method not in AUTH_METHODS:
-            raise ValueError(f"auth_method must be one of {AUTH_METHODS}.")
+        if not client_id or (not client_secret) == (private_key is None):
+            raise ValueError("client_id and either client_secret or private_key are required.")
+        if private_key is not None:
+            auth_method = "private_key_jwt"
+        elif auth_method not in AUTH_METHODS[:2]:
+            raise ValueError(f"auth_method must be one of {AUTH_METHODS[:2]}.")
         self.client_id = client_id
         self.issuer = issuer.rstrip("/") if issuer else None
         self.scope = scope
@@ -171,8 +185,15 @@ class ClientCredentials:
         self._ssl_context: ssl.SSLContext | None = None  # httpx's context for a CA bundle path
         self._leeway, self._leeway_share = _parse_leeway(leeway)
         self._token_endpoint = token_endpoint
+        self._signer = (
+            _AssertionSigner(client_id, private_key, assertion_lifetime)
+            if private_key is not None
+            else None
+        )
         encoder = _encode_client_secret_basic if auth_method == "client_secret_basic" else None
-        self._client_auth = ClientAuth(client_id, client_secret, encoder or auth_method)
+        self._client_auth = (
+            ClientAuth(client_id, client_secret, encoder or auth_method) if client_secret else None
+        )
         self._current: _Token | None = None
         self._fetch_lock = threading.Lock()  # held while a (sync) token request is in flight
         self._guard = threading.Lock()  # held briefly around shared state and counters
@@ -345,8 +366,14 @@ class ClientCredentials:
             params["scope"] = self.scope
         if self.audience:
             params["audience"] = self.audience
-        body = prepare_token_request("client_credentials", **params)
         headers = {"Content-Type": _FORM, "Accept": "application/json"}
+        if self._signer is not None:  # RFC 7523 §2.2, RFC 7521 §4.2
+            params["client_id"] = self.client_id
+            params["client_assertion_type"] = ASSERTION_TYPE
+            params["client_assertion"] = self._signer.sign(endpoint)
+            return prepare_token_request("client_credentials", **params), headers
+        body = prepare_token_request("client_credentials", **params)
+        assert self._client_auth is not None
         _, headers, body = self._client_auth.prepare("POST", endpoint, headers, body)
         return body, headers
 
@@ -488,6 +515,69 @@ class _RetryOn401:
         retried.history.append(response)
         retried.request = request
         return retried
+
+
+class _AssertionSigner:
+    """Signs the client assertions of ``private_key_jwt`` (RFC 7523 §3) with joserfc."""
+
+    def __init__(
+        self,
+        client_id: str,
+        private_key: str | bytes | os.PathLike[str] | Mapping[str, Any],
+        lifetime: int,
+    ):
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+        from joserfc.jws import JWSRegistry
+
+        if not 0 < lifetime <= 3600:
+            raise ValueError("assertion_lifetime must be from 1 to 3600 seconds.")
+        self.client_id = client_id
+        self.lifetime = lifetime
+        data: Any = private_key
+        if isinstance(private_key, os.PathLike) or (
+            isinstance(private_key, str) and not private_key.lstrip().startswith("-----BEGIN")
+        ):
+            with open(private_key, "rb") as file:  # noqa: PTH123
+                data = file.read()
+        key: Any = None
+        for kind in (RSAKey, ECKey, OKPKey):
+            try:
+                key = kind.import_key(dict(data) if isinstance(data, Mapping) else data)
+                break
+            except Exception:  # noqa: BLE001 - joserfc raises several types; try the next kind
+                continue
+        if key is None or not key.is_private:
+            raise ValueError("private_key must be an RSA, EC or Ed25519 private key (PEM or JWK).")
+        self.key = key
+        curve = key.as_dict(private=False).get("crv")
+        self.alg = {"RSA": "RS256", "EC": "ES384" if curve == "P-384" else "ES256"}.get(
+            key.key_type, "EdDSA"
+        )
+        algorithms = dict(JWSRegistry.algorithms)
+        quiet = copy.copy(algorithms[self.alg])  # EdDSA: the name servers know (RFC 9864)
+        quiet.security_warning = None
+        algorithms[self.alg] = quiet
+        registry = JWSRegistry(algorithms=[self.alg])
+        registry.algorithms = algorithms
+        self.registry = registry
+
+    def sign(self, token_endpoint: str) -> str:
+        """A fresh assertion for ``token_endpoint`` (its ``aud``), with a new ``jti``."""
+        from joserfc import jwt
+
+        now = int(time.time())
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": token_endpoint,
+            "iat": now,
+            "exp": now + self.lifetime,
+            "jti": uuid.uuid4().hex,
+        }
+        header = {"alg": self.alg, "typ": "JWT"}
+        if self.key.kid:
+            header["kid"] = self.key.kid
+        return jwt.encode(header, claims, self.key, registry=self.registry)
 
 
 def _parse_leeway(leeway: float | str) -> tuple[float, float | None]:
