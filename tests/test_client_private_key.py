@@ -54,9 +54,8 @@ def test_helper_reports_a_refused_key(
     app = app_factory(M2M_ISSUER=None)
     client_id = register_key_client(app, new_key("EC"))
     server = live_server_factory(app)
-    creds = ClientCredentials(
-        server.url + "/m2m/token", client_id=client_id, private_key=new_key("EC").as_pem(private=True)
-    )
+    wrong = new_key("EC").as_pem(private=True)
+    creds = ClientCredentials(server.url + "/m2m/token", client_id=client_id, private_key=wrong)
     with pytest.raises(TokenError) as raised:
         creds.token()
     assert raised.value.error == "invalid_client" and raised.value.status_code == 401
