@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from helpers.apps import fetch_token, make_app, register
+from helpers.http import basic_auth, bearer
 
 from flask_m2m.decorators import authenticate_request
 from flask_m2m.extension import get_state
-from tests.conftest import basic_auth, bearer, fetch_token, make_app, register
 
 pytest.importorskip("pytest_benchmark")
 

@@ -10,9 +10,10 @@ from typing import Any
 import jwt  # PyJWT, only to read token headers
 import pytest
 from click.testing import Result
-from conftest import basic_auth, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from helpers.apps import fetch_token, register
+from helpers.http import basic_auth
 
 from flask_m2m.extension import get_state
 

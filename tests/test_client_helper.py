@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from conftest import RATELIMIT_STORAGE_URI, LiveServer, basic_auth, make_app, register
-from console_app import console_app
 from flask import Flask, request
+from helpers.apps import RATELIMIT_STORAGE_URI, make_app, register
+from helpers.console import console_app
+from helpers.http import LiveServer, basic_auth
 
 from example import worker
 from flask_m2m import signals

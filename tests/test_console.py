@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import RATELIMIT_STORAGE_URI, LiveServer, basic_auth, bearer, fetch_token, register
-from console_app import (
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers.apps import RATELIMIT_STORAGE_URI, fetch_token, register
+from helpers.console import (
     ADMIN,
     PASSWORD,
     PASSWORD_HASH,
@@ -26,8 +28,7 @@ from console_app import (
     login,
     post_form,
 )
-from flask import Flask
-from flask.testing import FlaskClient
+from helpers.http import LiveServer, basic_auth, bearer
 from werkzeug.security import generate_password_hash
 
 from example.console import LOGIN_FAILURES_ALLOWED, new_admin_password

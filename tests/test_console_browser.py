@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import LiveServer
-from console_app import ADMIN, PASSWORD, SECRET_PATTERN, console_app
+from helpers.console import ADMIN, PASSWORD, SECRET_PATTERN, console_app
+from helpers.http import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

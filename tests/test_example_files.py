@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import register
+from helpers.apps import register
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ from typing import Any
 
 import jwt  # PyJWT, only to read token headers
 import pytest
-from conftest import DATABASE_URL, bare_app, basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
+from helpers.apps import DATABASE_URL, bare_app, fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import inspect
 
 import flask_m2m

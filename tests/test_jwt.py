@@ -11,8 +11,9 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import basic_auth, bearer, fetch_token, make_app, register
 from flask import Flask
+from helpers.apps import fetch_token, make_app, register
+from helpers.http import basic_auth, bearer
 from joserfc.jwk import ECKey
 from sqlalchemy import select, update
 

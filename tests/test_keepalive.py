@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from conftest import SECRET_KEY, basic_auth, bearer, fetch_token, register
 from flask import Blueprint, Flask
-from gunicorn_servers import Gunicorn, create_client_cli, example_env, gunicorn_servers, poll
+from helpers.apps import SECRET_KEY, fetch_token, register
+from helpers.http import basic_auth, bearer
+from helpers.servers import Gunicorn, create_client_cli, example_env, gunicorn_servers, poll
 
 from flask_m2m.bodies import discard_body, discard_unread_body
 from flask_m2m.errors import ConfigurationError

@@ -13,8 +13,9 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import bare_app, basic_auth, bearer, register
 from flask import Flask
+from helpers.apps import bare_app, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import select, update
 
 from flask_m2m import M2M

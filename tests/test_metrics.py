@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import basic_auth, bearer, fetch_token, register
 from flask import Flask
-from gunicorn_servers import create_client_cli, example_env, gunicorn_servers
+from helpers.apps import fetch_token, register
+from helpers.http import basic_auth, bearer
+from helpers.servers import create_client_cli, example_env, gunicorn_servers
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,9 +21,10 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
-from conftest import DATABASE_URL, bare_app, bearer, fetch_token, register
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers.apps import DATABASE_URL, bare_app, fetch_token, register
+from helpers.http import bearer
 
 import flask_m2m.migrations
 from flask_m2m import M2M, current_token, require_scope

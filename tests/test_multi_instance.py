@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import make_app
-from gunicorn_servers import (
+from helpers.apps import make_app
+from helpers.servers import (
     Gunicorn,
     create_client_cli,
     example_env,

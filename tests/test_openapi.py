@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import DATABASE_URL, SECRET_KEY, bearer, fetch_token, register
 from flask import Flask
+from helpers.apps import DATABASE_URL, SECRET_KEY, fetch_token, register
+from helpers.http import bearer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate

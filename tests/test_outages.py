@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import basic_auth, bearer, register
 from flask import Flask
-from gunicorn_servers import free_port
+from helpers.apps import register
+from helpers.http import basic_auth, bearer
+from helpers.servers import free_port
 
 from flask_m2m import clients
 from flask_m2m.extension import get_state

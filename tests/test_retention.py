@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bare_app, basic_auth, bearer, fetch_token, make_app, register
 from flask import Flask
 from flask.testing import FlaskClient
-from gunicorn_servers import example_env, flask_cli
+from helpers.apps import bare_app, fetch_token, make_app, register
+from helpers.http import basic_auth, bearer
+from helpers.servers import example_env, flask_cli
 from sqlalchemy import select
 
 import flask_m2m.tokens

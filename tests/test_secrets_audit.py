@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import DATABASE_URL, basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import DATABASE_URL, fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import event, select
 
 from flask_m2m import signals

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATABASE_URL, RATELIMIT_STORAGE_URI, SECRET_KEY
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
+
+from helpers.apps import DATABASE_URL, RATELIMIT_STORAGE_URI, SECRET_KEY
 
 ADMIN = "admin"
 PASSWORD = "correct horse battery staple"
