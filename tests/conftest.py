@@ -12,6 +12,32 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from flask_sqlalchemy import SQLAlchemy
 from helpers.apps import DATABASE_URL, fetch_token, make_app, register
 from helpers.http import LiveServer
+from helpers.keys import KEY_POOL, KeyPool
+from joserfc.jwk import RSAKey
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key_pool() -> Iterator[KeyPool]:
+    """RSA signing keys of the test apps come from a pool made once per run (``helpers.keys``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RSAKey, "generate_key", KEY_POOL.generate_key)
+        # joserfc's own hook for loading a private RSA JWK: when a joserfc release lacks it,
+        # keys load (and are checked) as usual, only slower.
+        patch.setattr(
+            RSAKey.binding, "import_private_key", KEY_POOL.import_private_key, raising=False
+        )
+        yield KEY_POOL
+
+
+@pytest.fixture(autouse=True)
+def _real_keys_when_marked(
+    request: pytest.FixtureRequest, signing_key_pool: KeyPool
+) -> Iterator[None]:
+    """A test marked ``real_keys`` (it tests key generation or rotation) makes every signing
+    key afresh."""
+    signing_key_pool.enabled = request.node.get_closest_marker("real_keys") is None
+    yield
+    signing_key_pool.enabled = True
 
 
 @pytest.fixture
@@ -30,6 +56,7 @@ def app_factory() -> Iterator[Callable[..., Flask]]:
             db.session.remove()
             db.drop_all()
             db.engine.dispose()
+        KEY_POOL.release(app)
 
 
 @pytest.fixture

@@ -247,6 +247,7 @@ def test_rotate_secret_grace_period(runner: FlaskCliRunner, client: FlaskClient)
     assert token_status(client, cid, new) == 401
 
 
+@pytest.mark.real_keys
 def test_rotate_keys(runner: FlaskCliRunner, client: FlaskClient, app: Flask) -> None:
     """``rotate-keys`` publishes a new kid in the JWKS (RFC 7517 §5), keeps the old one for
     outstanding tokens, and new tokens are signed with the new key."""

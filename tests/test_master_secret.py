@@ -61,6 +61,7 @@ def _reencrypt(app: Flask) -> dict[str, int]:
     return data
 
 
+@pytest.mark.real_keys
 @pytest.mark.parametrize("via_secret_key", [False, True], ids=["m2m-keys", "flask-keys"])
 def test_rotation_end_to_end(
     app_factory: Callable[..., Flask], shared_database_url: str, via_secret_key: bool

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
 from helpers.apps import DATABASE_URL, RATELIMIT_STORAGE_URI, SECRET_KEY
+from helpers.keys import KEY_POOL
 
 ADMIN = "admin"
 PASSWORD = "correct horse battery staple"
@@ -49,6 +50,7 @@ def console_app(tmp_path: Path, **config: Any) -> Iterator[Flask]:
             db.session.remove()
             db.drop_all()
             db.engine.dispose()
+        KEY_POOL.release(app)
 
 
 def csrf_token(html: str) -> str:
