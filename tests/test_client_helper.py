@@ -383,6 +383,7 @@ def test_secret_and_token_never_logged(served: Served, caplog: pytest.LogCapture
         assert text not in repr(creds) + repr(bad)
 
 
+@pytest.mark.slow
 def test_works_without_httpx(served: Served) -> None:
     """With only requests installed the module imports, and the requests flavour works."""
     client = served.register()
@@ -429,6 +430,7 @@ def _worker(served: Served, secret: str, client_id: str, *args: str) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_worker(served: Served) -> None:
     client = served.register()
     done = _worker(

@@ -24,6 +24,8 @@ from helpers.servers import (
     jwt_part,
 )
 
+pytestmark = pytest.mark.slow
+
 DATABASE_URL = os.environ.get("M2M_TEST_DATABASE_URL", "")
 RATELIMIT_STORAGE_URI = os.environ.get("M2M_TEST_REDIS_URL", "memory://")
 GRANT = {"grant_type": "client_credentials"}

@@ -354,6 +354,7 @@ def test_concurrent_wrong_logins_throttled(
         assert 1 <= len(checked) <= LOGIN_FAILURES_ALLOWED
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     RATELIMIT_STORAGE_URI == "memory://",
     reason="needs a shared storage (M2M_TEST_REDIS_URL): memory counts are per app",

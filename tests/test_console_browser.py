@@ -17,6 +17,8 @@ import requests
 from helpers.console import ADMIN, PASSWORD, SECRET_PATTERN, console_app
 from helpers.http import LiveServer
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

@@ -265,6 +265,7 @@ def rounds(send: Callable[..., Any], url: str, admin: dict[str, Any]) -> None:
         assert status == 200, body
 
 
+@pytest.mark.slow
 def test_requests_session_keeps_its_connection(served: tuple[Gunicorn, Any, Path]) -> None:
     """A ``requests.Session``: every refused 1 MB request is followed by a request that
     succeeds on the same connection; all 80 requests used one connection (one client
@@ -282,6 +283,7 @@ def test_requests_session_keeps_its_connection(served: tuple[Gunicorn, Any, Path
     assert len(logged_ports(access, marker)) == 1
 
 
+@pytest.mark.slow
 def test_httpx_client_keeps_its_connection(served: tuple[Gunicorn, Any, Path]) -> None:
     """The same with an ``httpx.Client`` (its own connection pool)."""
     server, admin, access = served

@@ -120,6 +120,7 @@ def gunicorn_with_metrics(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str,
         yield server.url, metrics_dir, client
 
 
+@pytest.mark.slow
 def test_metrics_summed_over_gunicorn_workers(
     gunicorn_with_metrics: tuple[str, Path, dict[str, Any]],
 ) -> None:

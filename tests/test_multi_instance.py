@@ -30,11 +30,14 @@ from helpers.servers import (
 DATABASE_URL = os.environ.get("M2M_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("M2M_TEST_REDIS_URL", "")
 
-pytestmark = pytest.mark.skipif(
-    not DATABASE_URL.startswith("postgresql") or not REDIS_URL.startswith("redis"),
-    reason="several instances need a shared PostgreSQL and Redis: set M2M_TEST_DATABASE_URL "
-    "(postgresql+psycopg://...) and M2M_TEST_REDIS_URL (redis://...)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not DATABASE_URL.startswith("postgresql") or not REDIS_URL.startswith("redis"),
+        reason="several instances need a shared PostgreSQL and Redis: set M2M_TEST_DATABASE_URL "
+        "(postgresql+psycopg://...) and M2M_TEST_REDIS_URL (redis://...)",
+    ),
+]
 
 ISSUER = "https://auth.multi.test"
 #: M2M_STATE_CACHE_SECONDS and M2M_KEY_REFRESH_SECONDS of both instances.

@@ -176,6 +176,7 @@ def _until(check: Callable[[], bool], seconds: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_database_outage_gives_503_everywhere_and_recovers(
     postgres: PrivatePostgres, app_factory: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -226,6 +227,7 @@ def _limited_app(factory: Callable[..., Flask], redis_url: str, **config: Any) -
     return factory(RATELIMIT_STORAGE_URI=redis_url, M2M_TOKEN_RATE_LIMIT="3/minute", **config)
 
 
+@pytest.mark.slow
 def test_redis_outage_fails_open_by_default(
     redis_server: PrivateRedis, app_factory: Callable[..., Flask]
 ) -> None:
@@ -259,6 +261,7 @@ def _token_counted_in(counters: redis.Redis, web: Any, creds: dict[str, str]) ->
     return False
 
 
+@pytest.mark.slow
 def test_redis_outage_fails_closed_when_configured(
     redis_server: PrivateRedis, app_factory: Callable[..., Flask]
 ) -> None:

@@ -428,6 +428,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield DATABASE_URL
 
 
+@pytest.mark.slow
 def test_parallel_cli_prunes(database: str) -> None:
     """Two ``flask m2m prune --json`` processes of the example app at once, as cron on two
     instances would start them: both succeed, each prints one JSON object, the counts add up

@@ -216,6 +216,7 @@ def test_fetch_token_still_works_on_the_default_test_host(
     assert fetch_token(app.test_client(), register(app))
 
 
+@pytest.mark.slow
 def test_example_behind_proxy_fix_under_gunicorn(tmp_path: Path) -> None:
     """The example app under gunicorn with ``EXAMPLE_PROXY_FIX=1`` and HTTPS required by
     default (not debug, not testing): a request for a public host that the proxy marks
