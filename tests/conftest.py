@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_sqlalchemy import SQLAlchemy
-from helpers.apps import DATABASE_URL, fetch_token, make_app, register
+from helpers.apps import DATABASE_URL, close_app, fetch_token, make_app, register
 from helpers.http import LiveServer
 from helpers.keys import KEY_POOL, KeyPool
 from joserfc.jwk import RSAKey
@@ -52,11 +52,7 @@ def app_factory() -> Iterator[Callable[..., Flask]]:
 
     yield factory
     for app, db in reversed(made):
-        with app.app_context():
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
-        KEY_POOL.release(app)
+        close_app(app, db, drop_tables=True)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import requests
 from flask import Flask, request
-from helpers.apps import RATELIMIT_STORAGE_URI, make_app, register
+from helpers.apps import RATELIMIT_STORAGE_URI, close_app, make_app, register
 from helpers.console import console_app
 from helpers.http import LiveServer, basic_auth
 
@@ -116,10 +116,7 @@ def _foreign_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
     yield served
     server.stop()
     signals.token_issued.disconnect(served._on_issued, sender=app)
-    with app.app_context():
-        db.session.remove()
-        db.drop_all()
-        db.engine.dispose()
+    close_app(app, db, drop_tables=True)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
-from helpers.apps import DATABASE_URL, bare_app, fetch_token, register
+from helpers.apps import DATABASE_URL, bare_app, close_app, fetch_token, register
 from helpers.http import basic_auth, bearer
 from sqlalchemy import inspect
 
@@ -59,10 +59,7 @@ def build() -> Iterator[Build]:
 
     yield make
     for app, db in reversed(made):
-        with app.app_context():
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
+        close_app(app, db, drop_tables=True)
 
 
 def create_tables(app: Flask, db: SQLAlchemy) -> None:

@@ -23,7 +23,7 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from helpers.apps import DATABASE_URL, bare_app, fetch_token, register
+from helpers.apps import DATABASE_URL, bare_app, close_app, fetch_token, register
 from helpers.http import bearer
 
 import flask_m2m.migrations
@@ -137,9 +137,7 @@ def table_names(app: Flask, db: SQLAlchemy) -> set[str]:
 
 
 def dispose(app: Flask, db: SQLAlchemy) -> None:
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    close_app(app, db)
 
 
 @dataclass

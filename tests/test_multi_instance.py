@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers.apps import make_app
+from helpers.apps import close_app, make_app
 from helpers.servers import (
     Gunicorn,
     create_client_cli,
@@ -107,9 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         a = start(env)  # A makes the first signing key; B starts once it exists
         b = start(env)
         yield Cluster(a, b, env, admin)
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    close_app(app, db, drop_tables=True)
 
 
 def token_at(server: Gunicorn, client_id: str, secret: str) -> requests.Response:

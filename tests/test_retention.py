@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers.apps import bare_app, fetch_token, make_app, register
+from helpers.apps import bare_app, close_app, fetch_token, make_app, register
 from helpers.http import basic_auth, bearer
 from helpers.servers import example_env, flask_cli
 from sqlalchemy import select
@@ -454,6 +454,4 @@ def test_parallel_cli_prunes(database: str) -> None:
         events = pruned_events(app)
         assert len(events) == sum(1 for out in outputs if any(out[kind] for kind in KINDS))
     finally:
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        close_app(app, db, drop_tables=True)

@@ -17,6 +17,7 @@ from flask_m2m import M2M, current_token, require_scope
 from flask_m2m.clients import create_client
 from flask_m2m.extension import get_state
 from helpers.http import basic_auth
+from helpers.keys import KEY_POOL
 
 #: The database every test app uses; SQLite in memory unless a real server is configured.
 DATABASE_URL = os.environ.get("M2M_TEST_DATABASE_URL", "sqlite://")
@@ -70,6 +71,39 @@ def make_app(database_url: str = DATABASE_URL, **config: Any) -> tuple[Flask, SQ
         db.drop_all()
         db.create_all()
     return app, db
+
+
+def close_app(app: Flask, db: SQLAlchemy, drop_tables: bool = False) -> None:
+    """Close what ``app`` holds open: the session and pooled connections of ``db`` (after
+    dropping its tables, when ``drop_tables``) and the connections of its rate-limit storages;
+    and take back the signing keys lent to it."""
+    with app.app_context():
+        db.session.remove()
+        if drop_tables:
+            db.drop_all()
+        db.engine.dispose()
+    close_rate_limit_storages(app)
+    KEY_POOL.release(app)
+
+
+def close_rate_limit_storages(app: Flask) -> None:
+    """Disconnect the Redis clients of ``app``'s rate-limit storages: Flask-Limiter's (which
+    flask-m2m uses) and the example console's login throttle.
+
+    Left to the garbage collector, a client in a reference cycle (as an app is) may have its
+    socket finalized before the client closes it: an "unclosed socket" ``ResourceWarning``,
+    an error under ``filterwarnings = error`` wherever the collector happens to run.
+    """
+    storages = [limiter.storage for limiter in app.extensions.get("limiter", ()) if limiter.enabled]
+    throttle = app.extensions.get("example_console")
+    if throttle is not None:
+        storages.append(throttle.limiter.storage)
+    for storage in storages:
+        client = getattr(storage, "storage", None)  # limits' Redis storage: the redis client
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            client.close()
+            pool.disconnect()
 
 
 def register(app: Flask, scopes: str = "read write", **kwargs: Any) -> dict[str, Any]:
