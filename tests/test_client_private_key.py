@@ -12,7 +12,7 @@ import httpx
 import pytest
 import requests
 from flask import Flask
-from keyclients import new_key, public_set, register_key_client
+from helpers.key_clients import new_key, public_set, register_key_client
 
 from flask_m2m.client import ClientCredentials, ClientCredentialsAuth, TokenError
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, Response, redirect
-from keyclients import assertion, form, new_key, public_set, register_key_client
+from helpers.key_clients import assertion, form, new_key, public_set, register_key_client
 
 from flask_m2m.client_jwks import KeysUnavailable, check_public_address
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
-from keyclients import assertion, form, new_key, public_set
+from helpers.apps import fetch_token, register
+from helpers.http import bearer
+from helpers.key_clients import assertion, form, new_key, public_set
 
 from flask_m2m.extension import get_state
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
-from conftest import basic_auth, register
 from flask import Flask
 from flask.testing import FlaskClient
-from keyclients import (
+from helpers.apps import register
+from helpers.http import basic_auth
+from helpers.key_clients import (
     ASSERTION_TYPE,
     ISSUER,
     TOKEN_URL,

@@ -12,7 +12,7 @@ from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.requests_client import OAuth2Session as RequestsSession
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from flask import Flask
-from keyclients import TOKEN_URL, new_key, public_set, register_key_client
+from helpers.key_clients import TOKEN_URL, new_key, public_set, register_key_client
 
 with warnings.catch_warnings():  # Authlib 1.9 prefers its httpx2 flavour; httpx still works
     warnings.simplefilter("ignore", AuthlibDeprecationWarning)
@@ -48,7 +48,7 @@ def test_authlib_private_key_jwt(
 
 def test_public_set_without_kid_verifies(app: Flask) -> None:
     """A registered key without ``kid`` verifies assertions without one."""
-    from keyclients import assertion, form
+    from helpers.key_clients import assertion, form
 
     key = new_key("EC", kid=None)
     client_id = register_key_client(app, jwks=public_set(key))

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from conftest import RATELIMIT_STORAGE_URI
 from flask import Flask
+from helpers.apps import RATELIMIT_STORAGE_URI, close_rate_limit_storages
 
 from flask_m2m.errors import ConfigurationError
 from flask_m2m.extension import get_state
@@ -65,6 +65,9 @@ def test_storage_store_is_shared_through_the_storage_uri() -> None:
     assert not stores[0].first_use("dpop", "rs", jti, exp)
     if RATELIMIT_STORAGE_URI != "memory://":
         assert not stores[1].first_use("dpop", "rs", jti, exp)
+    for app, store in zip(apps, stores, strict=True):
+        app.extensions["m2m"] = type("State", (), {"replay": store})()
+        close_rate_limit_storages(app)
 
 
 def test_memory_store_by_default_without_database_or_uri() -> None:

@@ -99,6 +99,9 @@ def close_rate_limit_storages(app: Flask) -> None:
     strategy = getattr(getattr(state, "rate_limits", None), "strategy", None)
     if strategy is not None:
         storages.append(strategy.storage)
+    replay_storage = getattr(getattr(state, "replay", None), "storage", None)
+    if replay_storage is not None:  # the replay store on RATELIMIT_STORAGE_URI
+        storages.append(replay_storage)
     throttle = app.extensions.get("example_console")
     if throttle is not None:
         storages.append(throttle.limiter.storage)
