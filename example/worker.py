@@ -1,6 +1,7 @@
 """A background job that calls the example API with a client-credentials token.
 
     M2M_CLIENT_ID=... M2M_CLIENT_SECRET=... python -m example.worker --count 3 --interval 1
+    M2M_CLIENT_ID=... python -m example.worker --private-key worker.pem    # private_key_jwt
 
 It discovers the token endpoint from the issuer's RFC 8414 metadata (``M2M_ISSUER``, default
 http://127.0.0.1:5000), then posts an item and lists the items ``--count`` times, reusing one
@@ -30,12 +31,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m example.worker",
         description="Post and list items on the example API as a machine client. Reads "
-        "M2M_CLIENT_ID, M2M_CLIENT_SECRET and M2M_ISSUER from the environment.",
+        "M2M_CLIENT_ID, M2M_CLIENT_SECRET (unless --private-key) and M2M_ISSUER from the "
+        "environment.",
     )
     parser.add_argument("--count", type=int, default=3, help="rounds to run (default 3)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     parser.add_argument("--scope", default=None, help="scopes to ask for (default: all)")
     parser.add_argument("--api", default=None, help="API base URL (default: the issuer)")
+    parser.add_argument(
+        "--private-key",
+        default=None,
+        metavar="PATH",
+        help="authenticate with this PEM private key (private_key_jwt) instead of a secret",
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.interval < 0:
         parser.error("--count must be at least 1 and --interval not negative")
@@ -57,13 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     client_id = os.environ.get("M2M_CLIENT_ID", "")
     client_secret = os.environ.get("M2M_CLIENT_SECRET", "")
-    if not client_id or not client_secret:
+    if not client_id or not (client_secret or args.private_key):
         print(
-            "worker: set M2M_CLIENT_ID and M2M_CLIENT_SECRET (python3 dev.py example "
-            "prints a demo client's).",
+            "worker: set M2M_CLIENT_ID and M2M_CLIENT_SECRET, or give --private-key "
+            "(python3 dev.py example prints a demo client's).",
             file=sys.stderr,
         )
         return 2
+    credential: dict[str, Any] = (
+        {"private_key": args.private_key} if args.private_key else {"client_secret": client_secret}
+    )
     try:
         import httpx
     except ImportError:
@@ -71,9 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     issuer = os.environ.get("M2M_ISSUER", DEFAULT_ISSUER).rstrip("/")
-    credentials = ClientCredentials(
-        issuer=issuer, client_id=client_id, client_secret=client_secret, scope=args.scope
-    )
+    try:
+        credentials = ClientCredentials(
+            issuer=issuer, client_id=client_id, scope=args.scope, **credential
+        )
+    except (OSError, ValueError) as exc:
+        print(f"worker: cannot use the private key: {exc}", file=sys.stderr)
+        return 2
     auth = ClientCredentialsAuth(credentials)
     print(f"worker: client {client_id} at issuer {issuer}", flush=True)
     try:

@@ -26,6 +26,7 @@ from flask import Flask, request
 from helpers.apps import RATELIMIT_STORAGE_URI, close_app, make_app, register
 from helpers.console import console_app
 from helpers.http import LiveServer, basic_auth
+from helpers.key_clients import new_key, register_key_client
 
 from example import worker
 from flask_m2m import signals
@@ -475,3 +476,26 @@ def test_worker_usage(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as caught:
         worker.main(["--count", "0"])
     assert caught.value.code == 2
+
+
+def test_worker_private_key(
+    served: Served,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """``--private-key PATH``: the worker authenticates with ``private_key_jwt`` (RFC 7523),
+    no secret in its environment."""
+    key = new_key("EC", kid=None)
+    client_id = register_key_client(served.app, key)
+    pem = tmp_path / "worker.pem"
+    pem.write_bytes(key.as_pem(private=True))
+    monkeypatch.setenv("M2M_CLIENT_ID", client_id)
+    monkeypatch.delenv("M2M_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("M2M_ISSUER", served.url)
+    assert worker.main(["--count", "2", "--interval", "0", "--private-key", str(pem)]) == 0
+    assert served.token_forms[0]["client_assertion_type"].endswith("jwt-bearer")
+    assert "client_secret" not in served.token_forms[0]
+    assert served.issued == [client_id]
+    missing = worker.main(["--private-key", str(tmp_path / "missing.pem")])
+    assert missing == 2 and "private key" in capsys.readouterr().err
