@@ -62,6 +62,8 @@ from flask_m2m import (
     lifecycle,
 )
 from flask_m2m.bodies import discard_unread_body
+from flask_m2m.client_jwks import parse_public_keys
+from flask_m2m.client_keys import set_client_keys
 from flask_m2m.policy import CLIENT_ID_PATTERN, MAX_NAME_LENGTH, PAGE_SIZE
 from flask_m2m.state import M2MState
 
@@ -498,11 +500,12 @@ def list_clients() -> str:
 
 
 @bp.route("/clients/new", methods=["GET", "POST"])
-def create_client() -> tuple[str, int] | str:
+def create_client() -> BaseResponse | tuple[str, int] | str:
     form = request.form
     if request.method == "GET":
         return render_template("console/create.html", form=form, errors={})
     try:
+        keys = _pasted_keys(form.get("jwks", ""))
         with _committed():
             client, issued = lifecycle.create_client(
                 _state(),
@@ -511,10 +514,42 @@ def create_client() -> tuple[str, int] | str:
                 scopes=form.get("scopes", ""),
                 expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
                 metadata=_json_object(form.get("metadata", ""), "metadata"),
+                token_endpoint_auth_method="private_key_jwt" if keys else "client_secret_basic",
+                jwks=keys,
             )
     except InvalidClientData as error:
         return render_template("console/create.html", form=form, errors=_errors(error)), 422
+    if issued is None:  # a key client (private_key_jwt): nothing secret to show
+        flash("Client created: it authenticates with its private key (private_key_jwt).", "success")
+        return redirect(url_for("console.client_detail", client_id=client.client_id))
     return render_template("console/secret.html", client=client, secret=issued, created=True)
+
+
+def _pasted_keys(text: str) -> dict[str, Any] | None:
+    """The JWK Set pasted in a form (a JWK Set, a JWK or a PEM public key), or None."""
+    if not text.strip():
+        return None
+    try:
+        return parse_public_keys(text)
+    except ValueError as exc:
+        raise InvalidClientData(str(exc), field="jwks") from None
+
+
+@bp.post("/clients/<client_id>/keys")
+def replace_keys(client_id: str) -> BaseResponse | tuple[str, int]:
+    """Replace the public keys of a key client (audited as ``client_keys_replaced``)."""
+    state = _state()
+    client = lifecycle.get_client(state, client_id)
+    try:
+        keys = _pasted_keys(request.form.get("jwks", ""))
+        if keys is None:
+            raise InvalidClientData("Paste a JWK Set, a JWK or a PEM public key.", field="jwks")
+        with _committed():
+            set_client_keys(state, client_id, actor=_actor(), jwks=keys)
+    except (InvalidClientData, SecretConflict) as error:
+        return _detail(client, errors={"jwks": str(error.description)}), 422
+    flash("Keys replaced.", "success")
+    return redirect(url_for("console.client_detail", client_id=client_id))
 
 
 def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None) -> str:

@@ -207,3 +207,30 @@ def test_cli_refuses_private_and_bad_keys(app: Flask, tmp_path: Path) -> None:
     missing = runner.invoke(args=["m2m", "set-client-keys", "m2m_nope", "--jwks-uri",
                                   "https://k.example/j"])
     assert missing.exit_code != 0
+
+
+def test_console_creates_a_key_client_and_replaces_its_keys(tmp_path: Path) -> None:
+    """The example console: pasting a JWK Set makes a client without a secret; pasting
+    another replaces its keys."""
+    from helpers.console import console_app, login, post_form
+
+    with console_app(tmp_path) as app:
+        browser = app.test_client()
+        login(browser)
+        key, other = new_key("EC", "c1"), new_key("EC", "c2")
+        created = post_form(browser, "/console/clients/new", {
+            "name": "keyed", "scopes": "read", "jwks": json.dumps(public_set(key))})
+        assert created.status_code == 302, created.get_data(as_text=True)
+        page = browser.get(created.headers["Location"]).get_data(as_text=True)
+        assert "Public keys" in page and "c1" in page and "Rotate secret" not in page
+        client_id = created.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+        bad = post_form(browser, f"/console/clients/{client_id}/keys",
+                        {"jwks": json.dumps(other.as_dict(private=True))})
+        assert bad.status_code == 422
+        replaced = post_form(browser, f"/console/clients/{client_id}/keys",
+                             {"jwks": other.as_pem(private=False).decode()})
+        assert replaced.status_code == 302
+        metadata = browser.get("/.well-known/oauth-authorization-server").get_json()
+        signed = assertion(other, client_id, alg="ES256", kid=False, aud=metadata["issuer"])
+        token = app.test_client().post(metadata["token_endpoint"], data=form(signed))
+        assert token.status_code == 200
