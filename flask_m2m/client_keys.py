@@ -51,6 +51,8 @@ def set_client_keys(
             "A private_key_jwt client cannot become a secret client; create a new client."
         )
     if method not in KEY_METHODS:
+        if jwks is None and jwks_uri is None:
+            return client  # a secret client stays one: nothing to change
         raise InvalidClientData("Only a private_key_jwt client has keys.", field="jwks")
     method, jwks, jwks_uri = check_client_keys(
         method, jwks, jwks_uri, allow_insecure=state.server.published_keys.allow_insecure

@@ -87,7 +87,8 @@ def test_management_bodies_are_required_json(app: Flask) -> None:
         for method, operation in item.items()
         if method in ("post", "put", "patch")
     }
-    assert ("post", "/m2m/clients/{client_id}/secret") in bodies and len(bodies) == 4
+    assert ("post", "/m2m/clients/{client_id}/secret") in bodies and len(bodies) == 5
+    assert ("put", "/m2m/clients/{client_id}/keys") in bodies
     for body in bodies.values():
         assert body["required"] is True and list(body["content"]) == ["application/json"]
 
@@ -116,7 +117,7 @@ def test_document_and_blueprint_share_one_route_table(app: Flask) -> None:
             if method != "parameters" and operation.get("security") == [{"bearerAuth": []}]:
                 documented.setdefault(path, set()).add(method)
     assert served == documented
-    assert len(served) == 7
+    assert len(served) == 8 and served["/m2m/clients/{client_id}/keys"] == {"put"}
 
 
 #: Checks of the responses to data that does not fit the document. Not

@@ -25,8 +25,19 @@ class TokenRequestSchema(Schema):
 
     grant_type = fields.String(required=True, metadata={"enum": ["client_credentials"]})
     scope = fields.String()
-    client_id = fields.String(metadata={"description": "client_secret_post only"})
+    client_id = fields.String(
+        metadata={"description": "client_secret_post (optional with private_key_jwt)"}
+    )
     client_secret = fields.String(metadata={"description": "client_secret_post only"})
+    client_assertion_type = fields.String(
+        metadata={
+            "description": "private_key_jwt (RFC 7523 §2.2)",
+            "enum": ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"],
+        }
+    )
+    client_assertion = fields.String(
+        metadata={"description": "private_key_jwt: a JWT signed with the client's key"}
+    )
 
 
 class TokenResponseSchema(Schema):
@@ -45,6 +56,8 @@ class TokenParamSchema(Schema):
     token_type_hint = fields.String()
     client_id = fields.String()
     client_secret = fields.String()
+    client_assertion_type = fields.String()
+    client_assertion = fields.String()
 
 
 class OAuthErrorSchema(Schema):
@@ -75,6 +88,7 @@ _SCHEMAS: dict[str, type[Schema]] = {
     "ClientWithSecret": schemas.ClientWithSecretSchema,
     "ClientCreate": schemas.ClientCreateSchema,
     "ClientUpdate": schemas.ClientUpdateSchema,
+    "ClientKeys": schemas.ClientKeysSchema,
     "ClientPage": schemas.ClientPageSchema,
     "NewSecret": schemas.NewSecretSchema,
     "SecretCreate": schemas.SecretCreateSchema,
