@@ -491,6 +491,7 @@ def create_client() -> tuple[str, int] | str:
             _state(),
             name=form.get("name", ""),
             scopes=form.get("scopes", ""),
+            audiences=form.get("audiences", "").split(),
             expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
             metadata=_json_object(form.get("metadata", ""), "metadata"),
         )
@@ -504,6 +505,7 @@ def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None)
         form = {
             "name": client.name,
             "scopes": client.scope,
+            "audiences": " ".join(client.audiences or []),
             "metadata": json.dumps(client.client_metadata or {}, indent=2),
         }
     return render_template(
@@ -530,6 +532,7 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
         changes = {
             "name": form.get("name", ""),
             "scopes": form.get("scopes", ""),
+            "audiences": form.get("audiences", "").split(),
             "metadata": _json_object(form.get("metadata", ""), "metadata"),
         }
         lifecycle.update_client(state, client_id, changes)

@@ -28,6 +28,7 @@ from .errors import ClientNotFound, InvalidClientData, SecretConflict
 from .models import utcnow
 from .pagination import Page, decode_cursor, fetch_page
 from .policy import (
+    MAX_AUDIENCES,
     MAX_DAYS,
     MAX_LABEL_LENGTH,
     MAX_METADATA_DEPTH,
@@ -37,6 +38,7 @@ from .policy import (
     PAGE_SIZE,
     RATE_LIMIT_MODES,
     SCOPE_TOKEN,
+    parse_audience,
 )
 from .policy import parse_rate_limit as parse_limit_string
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 UPDATABLE = (
     "name",
     "scopes",
+    "audiences",
     "disabled",
     "metadata",
     "expires_at",
@@ -93,6 +96,21 @@ def normalize_scopes(state: M2MState, scopes: str | list[str] | tuple[str, ...])
         if refused:
             raise InvalidClientData(f"Scopes not allowed: {' '.join(refused)}.", field="scopes")
     return " ".join(dict.fromkeys(items))
+
+
+def normalize_audiences(audiences: Any) -> list[str]:
+    """The audiences (RFC 8707 resource identifiers) a client may ask tokens for: a list of
+    at most :data:`.policy.MAX_AUDIENCES` absolute URIs (:func:`.policy.parse_audience`)."""
+    if audiences is None:
+        return []
+    if isinstance(audiences, str) or not isinstance(audiences, list | tuple):
+        raise InvalidClientData("audiences must be a list of URIs.", field="audiences")
+    if len(audiences) > MAX_AUDIENCES:
+        raise InvalidClientData(f"At most {MAX_AUDIENCES} audiences.", field="audiences")
+    try:
+        return list(dict.fromkeys(parse_audience(item) for item in audiences))
+    except ValueError as exc:
+        raise InvalidClientData(f"Each audience must be {exc}.", field="audiences") from None
 
 
 def _check_name(state: M2MState, name: Any) -> str:
@@ -346,6 +364,7 @@ def create_client(
     *,
     name: str = "",
     scopes: str | list[str] | tuple[str, ...] = (),
+    audiences: list[str] | tuple[str, ...] = (),
     expires_in_days: int | None = None,
     rate_limit: str | None = None,
     rate_limit_mode: str | None = None,
@@ -364,6 +383,7 @@ def create_client(
         client_id=generate_client_id(),
         name=_check_name(state, name),
         scope=normalize_scopes(state, scopes),
+        audiences=normalize_audiences(audiences),
         client_metadata=_check_metadata(state, metadata),
         disabled=False,
         expires_at=_expiry_from_days(state, expires_in_days),
@@ -379,7 +399,12 @@ def create_client(
         state,
         "client_created",
         client.client_id,
-        {"name": client.name, "scopes": client.scopes, "secret_id": issued.secret_id},
+        {
+            "name": client.name,
+            "scopes": client.scopes,
+            "audiences": client.audiences,
+            "secret_id": issued.secret_id,
+        },
     )
     state.db.session.commit()
     signals.client_created.send(_app(), client_id=client.client_id, name=client.name)
@@ -477,6 +502,8 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
             checked[field] = ("name", _check_name(state, value))
         elif field == "scopes":
             checked[field] = ("scope", normalize_scopes(state, value))
+        elif field == "audiences":
+            checked[field] = ("audiences", normalize_audiences(value))
         elif field == "metadata":
             checked[field] = ("client_metadata", _check_metadata(state, value))
         elif field == "expires_at":
@@ -492,6 +519,8 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
     diff: dict[str, Any] = {}
     for field, (attribute, value) in checked.items():
         old = getattr(client, attribute)
+        if field == "audiences":
+            old = list(old or [])
         if old != value:
             shown = (old.split(), value.split()) if field == "scopes" else (old, value)
             diff[field] = {"from": _jsonable(shown[0]), "to": _jsonable(shown[1])}
