@@ -197,16 +197,21 @@ def _print_demo_client(app: Flask) -> None:
         c for c in lifecycle.list_clients(state, name_prefix=DEMO_NAME).items if c.name == DEMO_NAME
     ]
     if existing:
-        client, issued = lifecycle.rotate_secret(state, existing[0].client_id)
+        client, issued = lifecycle.rotate_secret(state, existing[0].client_id, actor="cli:demo")
         missing = {
             "scopes": sorted({*client.scopes, *DEMO_SCOPES.split()}),
             "audiences": list(dict.fromkeys([*(client.audiences or []), INVENTORY_AUDIENCE])),
         }
-        client = lifecycle.update_client(state, client.client_id, missing)
+        client = lifecycle.update_client(state, client.client_id, missing, actor="cli:demo")
     else:
         client, issued = lifecycle.create_client(
-            state, name=DEMO_NAME, scopes=DEMO_SCOPES, audiences=[INVENTORY_AUDIENCE]
+            state,
+            actor="cli:demo",
+            name=DEMO_NAME,
+            scopes=DEMO_SCOPES,
+            audiences=[INVENTORY_AUDIENCE],
         )
+    db.session.commit()  # the caller commits what the lifecycle functions add
     secret = issued.plaintext
     base = _base_url()
     print(
