@@ -9,6 +9,9 @@ and interoperability with PyJWT.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,15 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 import requests
-from gunicorn_servers import Gunicorn, create_client_cli, example_env, flask_cli, jwt_part, poll
+from gunicorn_servers import (
+    ROOT,
+    Gunicorn,
+    create_client_cli,
+    example_env,
+    flask_cli,
+    jwt_part,
+    poll,
+)
 
 #: Seconds within which the authorization server signs with a rotated key.
 KEY_REFRESH = 1
@@ -185,3 +196,35 @@ def test_inventory_keeps_verifying_while_the_server_is_down(fleet: Fleet) -> Non
     finally:
         fleet.auth.start()
     assert get(fleet.auth, "/api/items", other).status_code == 200
+
+
+def test_worker_reads_the_inventory_with_a_token_for_it(fleet: Fleet) -> None:
+    """``python -m example.worker --resource URI``: the README walkthrough's last step."""
+    env = {
+        **fleet.env,
+        "M2M_ISSUER": fleet.auth.url,
+        "M2M_CLIENT_ID": fleet.client["client_id"],
+        "M2M_CLIENT_SECRET": fleet.client["client_secret"],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "example.worker", "--resource", fleet.inventory.url,
+         "--count", "2", "--interval", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"with aud {fleet.inventory.url}" in done.stdout
+    assert "2 items in the inventory" in done.stdout
+    assert "1 token request(s)" in done.stdout
+
+
+def test_demo_client_may_ask_for_the_inventory(fleet: Fleet) -> None:
+    """``flask --app example demo`` gives the demo client the inventory's audience and scope
+    (run twice: the second run keeps them)."""
+    for _ in range(2):
+        out = flask_cli(fleet.env, "demo")
+        assert "--resource http://127.0.0.1:5001" in out
+    listed = json.loads(flask_cli(fleet.env, "m2m", "list-clients", "--json"))["clients"]
+    demo = [c for c in listed if c["name"] == "demo"]
+    assert len(demo) == 1
+    assert demo[0]["audiences"] == ["http://127.0.0.1:5001"]
+    assert {"read", "write", "inventory:read"} <= set(demo[0]["scopes"])
