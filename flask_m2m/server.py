@@ -16,8 +16,13 @@ from flask import request as flask_request
 
 from . import signals
 from .authentication import CredentialsCache, client_secret_basic, client_secret_post
-from .credentials import CLIENT_ID_PATTERN
-from .policy import AUTH_METHODS, MAX_STORED_AUDIENCE_LENGTH, SCOPE_TOKEN, parse_audience
+from .policy import (
+    AUTH_METHODS,
+    CLIENT_ID_PATTERN,
+    MAX_STORED_AUDIENCE_LENGTH,
+    SCOPE_TOKEN,
+    parse_audience,
+)
 
 if TYPE_CHECKING:
     from .state import M2MState

@@ -20,7 +20,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 import requests
-from gunicorn_servers import (
+from helpers.servers import (
     ROOT,
     Gunicorn,
     create_client_cli,
@@ -29,6 +29,8 @@ from gunicorn_servers import (
     jwt_part,
     poll,
 )
+
+pytestmark = pytest.mark.slow
 
 #: Seconds within which the authorization server signs with a rotated key.
 KEY_REFRESH = 1
