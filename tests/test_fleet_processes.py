@@ -139,6 +139,28 @@ def test_resource_not_allowed_is_invalid_target(fleet: Fleet) -> None:
         assert response.json()["error"] == "invalid_target"
 
 
+def test_token_for_both_audiences_works_at_both(fleet: Fleet) -> None:
+    """``flask m2m set-audiences`` adds the server's own audience; a token asked for both
+    (``resource`` twice, RFC 8707 §2) has a list ``aud`` and works at both services."""
+    client_id = fleet.client["client_id"]
+    both = (fleet.inventory.url, fleet.auth.url)
+    flask_cli(
+        fleet.env, "m2m", "set-audiences", client_id, "--audience", both[0], "--audience", both[1]
+    )
+    try:
+
+        def granted() -> str | None:  # once every worker has read the change
+            response = fleet.token_response(*both)
+            return str(response.json()["access_token"]) if response.status_code == 200 else None
+
+        token = poll(granted, MARGIN)
+        assert jwt_part(token, 1)["aud"] == list(both)
+        assert get(fleet.inventory, "/inventory/items", token).status_code == 200
+        assert get(fleet.auth, "/api/items", token).status_code == 200
+    finally:
+        flask_cli(fleet.env, "m2m", "set-audiences", client_id, "--audience", both[0])
+
+
 def test_pyjwt_validates_the_inventory_token(fleet: Fleet) -> None:
     """Interop: PyJWT, given only the issuer's published JWK set, verifies the token for the
     inventory's audience and refuses it for the authorization server's."""
