@@ -512,6 +512,7 @@ def create_client() -> BaseResponse | tuple[str, int] | str:
                 actor=_actor(),
                 name=form.get("name", ""),
                 scopes=form.get("scopes", ""),
+                audiences=form.get("audiences", "").split(),
                 expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
                 metadata=_json_object(form.get("metadata", ""), "metadata"),
                 token_endpoint_auth_method="private_key_jwt" if keys else "client_secret_basic",
@@ -557,6 +558,7 @@ def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None)
         form = {
             "name": client.name,
             "scopes": client.scope,
+            "audiences": " ".join(client.audiences or []),
             "metadata": json.dumps(client.client_metadata or {}, indent=2),
         }
     return render_template(
@@ -583,6 +585,7 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
         changes = {
             "name": form.get("name", ""),
             "scopes": form.get("scopes", ""),
+            "audiences": form.get("audiences", "").split(),
             "metadata": _json_object(form.get("metadata", ""), "metadata"),
         }
         with _committed():

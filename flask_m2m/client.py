@@ -25,10 +25,10 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
@@ -55,6 +55,13 @@ _FORM = "application/x-www-form-urlencoded"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 #: RFC 7523 §2.2: the ``client_assertion_type`` of a JWT client assertion.
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Most tokens one :class:`ClientCredentials` keeps (one per scopes and audience).
+MAX_CACHED_TOKENS = 64
+
+#: A cached token's key: the scopes asked (None: the server's default) and the resources.
+_Key = tuple[str | None, tuple[str, ...]]
+#: One resource (RFC 8707 §2), several, or None.
+Resource = str | Sequence[str] | None
 
 
 class TokenError(M2MError):
@@ -137,6 +144,9 @@ class ClientCredentials:
     :param token_endpoint: the token endpoint URL; or give ``issuer`` to discover it.
     :param issuer: the issuer URL; ``{issuer}``'s RFC 8414 metadata names the token endpoint.
     :param scope: scopes to ask for (space-separated); None: the server's default.
+    :param resource: the RFC 8707 resource indicator(s) asked by default: the audience(s) of
+        the token (its ``aud``). :meth:`token` takes another per call; one token is cached per
+        scopes and resources.
     :param audience: sent as the ``audience`` parameter, for servers that use it.
     :param leeway: renew this many seconds before expiry (at most half the token's lifetime),
         or a share of the lifetime such as ``"10%"``.
@@ -161,6 +171,7 @@ class ClientCredentials:
         private_key: str | bytes | os.PathLike[str] | Mapping[str, Any] | None = None,
         assertion_lifetime: int = 60,
         scope: str | None = None,
+        resource: Resource = None,
         audience: str | None = None,
         leeway: float | str = 30,
         auth_method: str = "client_secret_basic",
@@ -178,6 +189,7 @@ class ClientCredentials:
         self.client_id = client_id
         self.issuer = issuer.rstrip("/") if issuer else None
         self.scope = scope
+        self.resource = _resources(resource)
         self.audience = audience
         self.auth_method = auth_method
         self.timeout = timeout
@@ -194,7 +206,7 @@ class ClientCredentials:
         self._client_auth = (
             ClientAuth(client_id, client_secret, encoder or auth_method) if client_secret else None
         )
-        self._current: _Token | None = None
+        self._tokens: dict[_Key, _Token] = {}
         self._fetch_lock = threading.Lock()  # held while a (sync) token request is in flight
         self._guard = threading.Lock()  # held briefly around shared state and counters
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
@@ -215,39 +227,55 @@ class ClientCredentials:
 
     # -- sync --------------------------------------------------------------------------------
 
-    def token(self) -> str:
+    def token(self, *, scope: str | None = None, resource: Resource = None) -> str:
         """A valid access token: the cached one, or a new one fetched now.
 
-        :raises TokenError: the token endpoint refused the request (e.g. ``invalid_client``).
+        :param scope: the scopes to ask for, instead of the ``scope`` given at construction.
+        :param resource: the resource(s) (RFC 8707) the token is for, instead of the
+            ``resource`` given at construction; a token is cached per scopes and resources.
+        :raises TokenError: the token endpoint refused the request (e.g. ``invalid_client``,
+            ``invalid_target`` for a resource the client may not ask for).
         """
-        current = self._current
+        key = self._key(scope, resource)
+        current = self._tokens.get(key)
         if current is not None and not _stale(current):
             return current.value
         with self._fetch_lock:
-            current = self._current
+            current = self._tokens.get(key)
             if current is None or _stale(current):
-                current = self._fetch()
-                self._current = current
+                current = self._fetch(key)
+                self._keep(key, current)
         return current.value
 
-    def headers(self) -> dict[str, str]:
-        """``{"Authorization": "Bearer <token>"}`` for a request."""
-        return {"Authorization": f"Bearer {self.token()}"}
+    def headers(self, *, scope: str | None = None, resource: Resource = None) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for a request (arguments of :meth:`token`)."""
+        return {"Authorization": f"Bearer {self.token(scope=scope, resource=resource)}"}
 
     def invalidate(self, token: str | None = None) -> None:
-        """Drop the cached token (only if it is still ``token``, when given)."""
+        """Drop the cached tokens (only ``token``, when given)."""
         with self._guard:
-            if self._current is not None and token in (None, self._current.value):
-                self._current = None
+            for key, cached in list(self._tokens.items()):
+                if token in (None, cached.value):
+                    del self._tokens[key]
 
-    def renew(self, token: str) -> str:
+    def renew(self, token: str, *, scope: str | None = None, resource: Resource = None) -> str:
         """The token to use after ``token`` was refused: a new one, fetched once for everyone."""
         self.invalidate(token)
-        return self.token()
+        return self.token(scope=scope, resource=resource)
 
-    def _fetch(self) -> _Token:
+    def _key(self, scope: str | None, resource: Resource) -> _Key:
+        resources = _resources(resource) if resource is not None else self.resource
+        return (scope if scope is not None else self.scope, resources)
+
+    def _keep(self, key: _Key, token: _Token) -> None:
+        with self._guard:
+            if key not in self._tokens and len(self._tokens) >= MAX_CACHED_TOKENS:
+                self._tokens.clear()
+            self._tokens[key] = token
+
+    def _fetch(self, key: _Key) -> _Token:
         endpoint = self._token_endpoint or self._discover()
-        body, headers = self._token_request(endpoint)
+        body, headers = self._token_request(endpoint, key)
         started = time.monotonic()
         self._count_fetch()
         reply = self._send("POST", endpoint, body.encode(), headers)
@@ -290,26 +318,31 @@ class ClientCredentials:
 
     # -- async -------------------------------------------------------------------------------
 
-    async def atoken(self) -> str:
+    async def atoken(self, *, scope: str | None = None, resource: Resource = None) -> str:
         """:meth:`token` for coroutines (needs httpx); one request in flight per event loop."""
-        current = self._current
+        key = self._key(scope, resource)
+        current = self._tokens.get(key)
         if current is not None and not _stale(current):
             return current.value
         async with self._async_lock():
-            current = self._current
+            current = self._tokens.get(key)
             if current is None or _stale(current):
-                current = await self._afetch()
-                self._current = current
+                current = await self._afetch(key)
+                self._keep(key, current)
         return current.value
 
-    async def aheaders(self) -> dict[str, str]:
+    async def aheaders(
+        self, *, scope: str | None = None, resource: Resource = None
+    ) -> dict[str, str]:
         """:meth:`headers` for coroutines."""
-        return {"Authorization": f"Bearer {await self.atoken()}"}
+        return {"Authorization": f"Bearer {await self.atoken(scope=scope, resource=resource)}"}
 
-    async def arenew(self, token: str) -> str:
+    async def arenew(
+        self, token: str, *, scope: str | None = None, resource: Resource = None
+    ) -> str:
         """:meth:`renew` for coroutines."""
         self.invalidate(token)
-        return await self.atoken()
+        return await self.atoken(scope=scope, resource=resource)
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -319,14 +352,14 @@ class ClientCredentials:
                 lock = self._async_locks[loop] = asyncio.Lock()
         return lock
 
-    async def _afetch(self) -> _Token:
+    async def _afetch(self, key: _Key) -> _Token:
         endpoint = self._token_endpoint
         if endpoint is None:
             assert self.issuer is not None
             url = get_well_known_url(self.issuer, external=True)
             reply = await self._asend("GET", url, None, {"Accept": "application/json"}, True)
             endpoint = self._token_endpoint = self._check_metadata(url, reply)
-        body, headers = self._token_request(endpoint)
+        body, headers = self._token_request(endpoint, key)
         started = time.monotonic()
         self._count_fetch()
         reply = await self._asend("POST", endpoint, body.encode(), headers, False)
@@ -359,11 +392,13 @@ class ClientCredentials:
                 self._ssl_context = ssl.create_default_context(cafile=self.verify)
             return self._ssl_context
 
-    def _token_request(self, endpoint: str) -> tuple[str, dict[str, str]]:
-        """The form body and headers of a token request (Authlib builds and authenticates it)."""
+    def _token_request(self, endpoint: str, key: _Key) -> tuple[str, dict[str, str]]:
+        """The form body and headers of a token request (Authlib builds and authenticates it);
+        each resource is one ``resource`` parameter (RFC 8707 §2)."""
+        scope, resources = key
         params: dict[str, str] = {}
-        if self.scope:
-            params["scope"] = self.scope
+        if scope:
+            params["scope"] = scope
         if self.audience:
             params["audience"] = self.audience
         headers = {"Content-Type": _FORM, "Accept": "application/json"}
@@ -371,8 +406,11 @@ class ClientCredentials:
             params["client_id"] = self.client_id
             params["client_assertion_type"] = ASSERTION_TYPE
             params["client_assertion"] = self._signer.sign(endpoint)
-            return prepare_token_request("client_credentials", **params), headers
         body = prepare_token_request("client_credentials", **params)
+        if resources:
+            body += "&" + urlencode([("resource", r) for r in resources])
+        if self._signer is not None:
+            return body, headers
         assert self._client_auth is not None
         _, headers, body = self._client_auth.prepare("POST", endpoint, headers, body)
         return body, headers
@@ -450,9 +488,18 @@ class ClientCredentialsAuth(_HTTPXAuth):
 
     requires_request_body = True  # httpx: buffer the body so that a retry can resend it
 
-    def __init__(self, credentials: ClientCredentials, *, retry_on_401: bool = True):
+    def __init__(
+        self,
+        credentials: ClientCredentials,
+        *,
+        retry_on_401: bool = True,
+        scope: str | None = None,
+        resource: Resource = None,
+    ):
         self.credentials = credentials
         self.retry_on_401 = retry_on_401
+        self.scope = scope
+        self.resource = resource
         self._guard = threading.Lock()
         #: Requests sent again with a renewed token after a 401.
         self.retry_count = 0
@@ -466,29 +513,36 @@ class ClientCredentialsAuth(_HTTPXAuth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.credentials.token()
+        token = self.credentials.token(scope=self.scope, resource=self.resource)
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
-            request.headers["Authorization"] = f"Bearer {self.credentials.renew(token)}"
+            request.headers["Authorization"] = f"Bearer {self.renew(token)}"
             yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.credentials.atoken()
+        token = await self.credentials.atoken(scope=self.scope, resource=self.resource)
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
-            request.headers["Authorization"] = f"Bearer {await self.credentials.arenew(token)}"
+            renewed = await self.credentials.arenew(
+                token, scope=self.scope, resource=self.resource
+            )
+            request.headers["Authorization"] = f"Bearer {renewed}"
             yield request
 
     # requests
 
+    def renew(self, token: str) -> str:
+        """A new token for this object's scopes and resources after ``token`` was refused."""
+        return self.credentials.renew(token, scope=self.scope, resource=self.resource)
+
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        token = self.credentials.token()
+        token = self.credentials.token(scope=self.scope, resource=self.resource)
         request.headers["Authorization"] = f"Bearer {token}"
         if self.retry_on_401:
             request.register_hook("response", _RetryOn401(self, token))
@@ -510,7 +564,7 @@ class _RetryOn401:
         response.close()
         request = response.request.copy()
         self.auth._count_retry()
-        request.headers["Authorization"] = f"Bearer {self.auth.credentials.renew(self.token)}"
+        request.headers["Authorization"] = f"Bearer {self.auth.renew(self.token)}"
         retried: requests.Response = response.connection.send(request, **kwargs)
         retried.history.append(response)
         retried.request = request
@@ -594,6 +648,16 @@ def _parse_leeway(leeway: float | str) -> tuple[float, float | None]:
     if isinstance(leeway, bool) or leeway < 0:
         raise ValueError("leeway must be zero or more seconds.")
     return float(leeway), None
+
+
+def _resources(resource: Resource) -> tuple[str, ...]:
+    """``resource`` as a tuple of distinct, non-empty URIs."""
+    if resource is None:
+        return ()
+    items = [resource] if isinstance(resource, str) else list(resource)
+    if not all(isinstance(item, str) and item for item in items):
+        raise ValueError("resource must be a URI or a list of URIs.")
+    return tuple(dict.fromkeys(items))
 
 
 def _stale(token: _Token) -> bool:

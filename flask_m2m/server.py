@@ -10,14 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
-from authlib.oauth2.rfc6749 import InvalidScopeError, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import InvalidScopeError, OAuth2Error, OAuth2Request, grants
 from flask import Response, current_app, json
 from flask import request as flask_request
 
 from . import signals
 from .assertions import ClientAssertion, private_key_jwt, published_keys
 from .authentication import CredentialsCache, client_secret_basic, client_secret_post
-from .policy import AUTH_METHODS, CLIENT_ID_PATTERN, SCOPE_TOKEN
+from .policy import (
+    AUTH_METHODS,
+    CLIENT_ID_PATTERN,
+    MAX_STORED_AUDIENCE_LENGTH,
+    SCOPE_TOKEN,
+    parse_audience,
+)
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -50,6 +56,13 @@ class _FormRequest(FlaskOAuth2Request):  # type: ignore[misc]
         self.payload = _FormPayload(request)
 
 
+class InvalidTargetError(OAuth2Error):  # type: ignore[misc]
+    """RFC 8707 §2: a ``resource`` that is malformed or not one this client may ask for."""
+
+    error = "invalid_target"
+    status_code = 400
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     """RFC 6749 §4.4 with the secret methods and ``private_key_jwt`` (RFC 7523 §2.2), and
     strict scope handling (§3.3)."""
@@ -71,13 +84,37 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             raise InvalidScopeError(f"Scope not allowed for this client: {' '.join(refused)}.")
         self.request.granted_scope = " ".join(dict.fromkeys(tokens))
 
+    def validate_requested_resources(self) -> None:
+        """RFC 8707 §2: each ``resource`` (it may repeat) must be an absolute URI among the
+        client's ``audiences``; they become the token's ``aud``. None: the default audience.
+
+        :raises InvalidTargetError: (400 ``invalid_target``) otherwise.
+        """
+        requested = self.request.payload.data.getlist("resource")
+        self.request.audiences = None
+        if not requested:
+            return
+        try:
+            resources = tuple(dict.fromkeys(parse_audience(r) for r in requested))
+        except ValueError:
+            raise InvalidTargetError("A resource is not an absolute URI.") from None
+        allowed = set(self.request.client.audiences or ())
+        if not all(r in allowed for r in resources):
+            raise InvalidTargetError("A requested resource is not allowed for this client.")
+        opaque = self.server.state.settings.token_format == "opaque"
+        if opaque and len(" ".join(resources)) > MAX_STORED_AUDIENCE_LENGTH:
+            raise InvalidTargetError("Too many resources for one token; ask fewer at a time.")
+        self.request.audiences = resources
+
     def validate_token_request(self) -> None:
-        """Authenticate the client and check its scopes, then count its token-endpoint limit
-        (so naming a client cannot spend its quota); the limit's headers wait for the response.
+        """Authenticate the client and check its scopes and resources, then count its
+        token-endpoint limit (so naming a client cannot spend its quota); the limit's headers
+        wait for the response.
 
         :raises RateLimited: (429) when the client is over an enforced limit.
         """
         super().validate_token_request()
+        self.validate_requested_resources()
         limits = self.server.state.rate_limits
         self.limit_headers: list[tuple[str, str]] = limits.count_token_request(self.request.client)
 
@@ -93,13 +130,11 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         expires_in: int | None = None,
         include_refresh_token: bool = False,
     ) -> dict[str, Any]:
-        # §4.4.3: no refresh token; the scope is the one validated above.
-        return super().generate_token(  # type: ignore[no-any-return]
-            user=None,
-            scope=self.request.granted_scope,
-            grant_type=grant_type,
-            expires_in=expires_in,
-            include_refresh_token=False,
+        # §4.4.3: no refresh token; the scope and resources are the ones validated above.
+        state: M2MState = self.server.state
+        audience = self.request.audiences or state.audience()
+        return state.tokens.issue(
+            self.request.client, self.request.granted_scope or "", state.issuer(), audience
         )
 
 
