@@ -114,6 +114,19 @@ def choice(options: Sequence[str], *, lower: bool = False) -> Parser:
     return parse
 
 
+def choices(options: Sequence[str]) -> Parser:
+    """A non-empty list (or space-separated string) of ``options``, as a tuple."""
+
+    def parse(source: Source, key: str) -> tuple[str, ...]:
+        value = source.get(key)
+        items = value.split() if isinstance(value, str) else list(value or ())
+        if not items or any(item not in options for item in items):
+            raise ConfigurationError(f"{key} must list some of {tuple(options)}.")
+        return tuple(dict.fromkeys(str(item) for item in items))
+
+    return parse
+
+
 def rate_limit(source: Source, key: str) -> str:
     """A limit string under the rule of :func:`~flask_m2m.policy.parse_rate_limit`."""
     value = source.get(key)

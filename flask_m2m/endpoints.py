@@ -74,17 +74,20 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         except TokenRejected:
             return {"active": False}
         audience = token.audience[0] if len(token.audience) == 1 else list(token.audience)
+        # RFC 9449 §6.2: a DPoP-bound token's key thumbprint, as ``cnf.jkt``.
+        bound = {"cnf": {"jkt": token.jkt}} if token.jkt else {}
         return {
             "active": True,
             "scope": token.scope,
             "client_id": token.client_id,
-            "token_type": "Bearer",
+            "token_type": "DPoP" if token.jkt else "Bearer",
             "exp": token.expires_at,
             "iat": token.issued_at,
             "sub": token.client_id,
             "aud": audience,
             "iss": token.issuer,
             "jti": token.jti,
+            **bound,
         }
 
 
@@ -194,6 +197,8 @@ def metadata() -> Response:
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+            # RFC 9449 §5.1
+            "dpop_signing_alg_values_supported": list(state.dpop.algs),
         }
     )
 

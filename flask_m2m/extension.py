@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask
 
+from .binding import policy_for
 from .config import load_settings
 from .credentials import SecretHasher
 from .endpoints import Introspection, Revocation, create_blueprint
@@ -16,11 +17,15 @@ from .keys import KeyStore
 from .metrics import Metrics
 from .models import Models, default_models
 from .ratelimit import RateLimits
+from .replay import replay_store
 from .server import Server
 from .state import EXTENSION_KEY, M2MState, get_state
 from .tokens import TokenService
 
 __all__ = ["EXTENSION_KEY", "M2M", "M2MState", "get_state"]
+
+#: A ``token_claims`` hook: ``(client, scope) -> claims to add`` (or None).
+ClaimsHook = Callable[[Any, str], Mapping[str, Any] | None]
 
 
 class M2M:
@@ -50,6 +55,8 @@ class M2M:
         self.options = options
         #: Set by :meth:`management_authorizer`; None: an ``m2m:admin`` token is required.
         self.authorizer: Callable[[], Any] | None = None
+        #: Set by :meth:`token_claims`: adds claims to tokens, or refuses them.
+        self.claims_hook: ClaimsHook | None = None
         if app is not None:
             self.init_app(app, db)
 
@@ -76,6 +83,8 @@ class M2M:
             tokens=TokenService(settings, models, db, keys),
             extension=self,
         )
+        state.replay = replay_store(app, state)
+        state.dpop = policy_for(settings)
         state.server = Server(state)
         state.server.register_endpoint(Revocation)
         state.server.register_endpoint(Introspection)
@@ -114,6 +123,23 @@ class M2M:
         .. versionadded:: 0.1
         """
         self.authorizer = func
+        return func
+
+    def token_claims(self, func: ClaimsHook) -> ClaimsHook:
+        """Decorator: let ``func(client, scope)`` shape the access tokens of a client.
+
+        It runs on every token request once the client is authenticated, with the client
+        row and the granted scope (space-separated), and returns claims to add to the
+        token (a dict; None or ``{}`` for none), or raises
+        :class:`~flask_m2m.errors.TokenRefused` to refuse the request with a 400 OAuth error.
+        The registered claims (``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``nbf``, ``jti``,
+        ``client_id``, ``scope``, ``cnf``) cannot be set. With ``M2M_REUSE_TOKENS`` a token is
+        handed out again only while the hook returns the same claims for it. Claims go into
+        JWT access tokens; opaque tokens do not store them.
+
+        .. versionadded:: 0.2
+        """
+        self.claims_hook = func
         return func
 
     def state(self, app: Flask | None = None) -> M2MState:

@@ -56,6 +56,8 @@ class AccessToken:
     opaque: bool = False
     #: ``nbf``, when the token has one (RFC 7519 §4.1.5).
     not_before: int | None = None
+    #: RFC 9449 §6: the thumbprint of the key a DPoP-bound token is bound to (``cnf.jkt``).
+    jkt: str | None = None
 
     @property
     def scope(self) -> str:
@@ -97,6 +99,10 @@ def decode_jwt(token_string: str, public_key: Callable[[str], Key | None]) -> Ac
         audience = (aud,) if isinstance(aud, str) else tuple(str(a) for a in aud)
         scope = claims.get("scope") or ""
         nbf = claims.get("nbf")
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if cnf is not None and not isinstance(jkt, str):
+            raise ValueError("cnf without a jkt")
         result = AccessToken(
             client_id=str(claims["client_id"]),
             scopes=tuple(str(scope).split()),
@@ -107,6 +113,7 @@ def decode_jwt(token_string: str, public_key: Callable[[str], Key | None]) -> Ac
             audience=audience,
             claims=dict(claims),
             not_before=None if nbf is None else numeric_date(nbf),
+            jkt=jkt,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenRejected("The access token lacks a required claim.") from exc
