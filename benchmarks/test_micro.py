@@ -70,3 +70,64 @@ def test_require_scope_route(benchmark: Any, scoped_app: Flask) -> None:
     headers = bearer(fetch_token(client, register(scoped_app), "read"))
     response = benchmark(client.get, "/api/read", headers=headers)
     assert response.status_code == 200
+
+
+INVENTORY = "https://inventory.test"
+
+
+@pytest.fixture
+def fleet(tmp_path: Any) -> Iterator[tuple[Flask, Flask, str]]:
+    """The authorization server over HTTP, the example inventory trusting it (a
+    ``ResourceServer``), and a token for the inventory's audience."""
+    from example.inventory import create_app
+    from tests.conftest import LiveServer
+
+    for auth in _app(tmp_path, M2M_TOKEN_RATE_LIMIT=NEVER, M2M_ISSUER=None, M2M_AUDIENCE=INVENTORY):
+        server = LiveServer(auth)
+        creds = register(auth)
+        token = auth.test_client().post(
+            "/m2m/token",
+            data={"grant_type": "client_credentials", "scope": "read"},
+            headers=basic_auth(creds["client_id"], creds["client_secret"]),
+            base_url=server.url,
+        ).get_json()["access_token"]
+        inventory = create_app({"M2M_ISSUER": server.url, "M2M_AUDIENCE": INVENTORY})
+        first = inventory.test_client().get("/inventory/whoami", headers=bearer(token))
+        assert first.status_code == 200
+        yield auth, inventory, token
+        server.stop()
+
+
+def test_require_scope_check_resource_server(
+    benchmark: Any, fleet: tuple[Flask, Flask, str]
+) -> None:
+    """The same check on a ``ResourceServer``, token and JWKS already cached."""
+    _, inventory, token = fleet
+    with inventory.test_request_context("/inventory/whoami", headers=bearer(token)):
+        benchmark(authenticate_request, ("read",))
+
+
+def test_require_scope_route_resource_server(
+    benchmark: Any, fleet: tuple[Flask, Flask, str]
+) -> None:
+    """One ``GET /inventory/whoami`` of the inventory through the test client."""
+    _, inventory, token = fleet
+    client = inventory.test_client()
+    response = benchmark(client.get, "/inventory/whoami", headers=bearer(token))
+    assert response.status_code == 200
+
+
+def test_require_scope_check_resource_server_uncached(
+    benchmark: Any, fleet: tuple[Flask, Flask, str]
+) -> None:
+    """The check with the verified-token cache off: the signature is verified every time
+    (JWKS cached)."""
+    _, inventory, token = fleet
+    protector = inventory.extensions["m2m.protector"]
+    with inventory.test_request_context("/inventory/whoami", headers=bearer(token)):
+
+        def check() -> None:
+            protector._cache.clear()
+            authenticate_request(("read",))
+
+        benchmark(check)

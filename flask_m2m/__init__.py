@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "M2M": "extension",
+    "ResourceServer": "resource_server",
     "get_state": "state",
     "require_scope": "decorators",
     "current_token": "decorators",
@@ -56,6 +57,7 @@ __all__ = [
     "MissingToken",
     "Models",
     "OpaqueTokenMixin",
+    "ResourceServer",
     "RevokedTokenMixin",
     "SecretConflict",
     "SigningKeyMixin",
@@ -116,5 +118,6 @@ if TYPE_CHECKING:
         SigningKeyMixin,
         UsedJtiMixin,
     )
+    from .resource_server import ResourceServer
     from .state import get_state
     from .verification import AccessToken

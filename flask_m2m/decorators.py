@@ -1,4 +1,11 @@
-"""``require_scope`` for resource routes and the ``current_token`` proxy (RFC 6750)."""
+"""``require_scope`` for resource routes and the ``current_token`` proxy (RFC 6750).
+
+They work alike in an app with :class:`~flask_m2m.M2M` and in one with
+:class:`~flask_m2m.ResourceServer`: each extension registers a
+:class:`~flask_m2m.protection.Protector` that verifies the token; this module finds the token
+in the request and turns the outcome into RFC 6750 §3 responses, whose challenges point to the
+resource's RFC 9728 metadata (``resource_metadata``).
+"""
 
 from __future__ import annotations
 
@@ -11,19 +18,18 @@ from typing import ParamSpec, TypeVar, cast
 from flask import current_app, g, request
 from werkzeug.local import LocalProxy
 
-from .binding import NonceRequired, ProofError, check_request_proof
+from .binding import NonceRequired, ProofError, ProofPolicy, check_request_proof
 from .errors import (
     InsufficientScope,
     InvalidDPoPProof,
     InvalidToken,
     JSONHTTPError,
     MissingToken,
-    TemporarilyUnavailable,
     UseDPoPNonce,
 )
-from .outages import DATABASE_ERRORS, log_outage
-from .state import M2MState, get_state
-from .tokens import AccessToken, TokenRejected
+from .protection import Protector, get_protector
+from .resource_metadata import SCOPES_ATTRIBUTE
+from .verification import AccessToken, TokenRejected
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,80 +46,91 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
     :raises InvalidToken: 401 ``invalid_token`` (also a DPoP-bound token sent as Bearer);
         ``invalid_dpop_proof`` or ``use_dpop_nonce`` for a DPoP request.
     :raises InsufficientScope: 403 ``insufficient_scope``.
-    :raises TemporarilyUnavailable: 503, the database cannot be reached to check the token.
+    :raises TemporarilyUnavailable: 503, the token cannot be checked now (the database, or on
+        a resource server the authorization server's introspection, cannot be reached).
     """
-    state = get_state()
-    if state.metrics is None:
-        return _authenticate(state, scopes)
+    protector = get_protector()
+    observe = protector.observe
+    if observe is None:
+        return _authenticate(protector, scopes)
     start, outcome = time.perf_counter(), "ok"
     try:
-        return _authenticate(state, scopes)
+        return _authenticate(protector, scopes)
     except JSONHTTPError as exc:
         outcome = exc.error
         raise
     finally:
-        state.metrics.observe_check(time.perf_counter() - start, outcome)
+        observe(time.perf_counter() - start, outcome)
 
 
-def _authenticate(state: M2MState, scopes: tuple[str, ...]) -> AccessToken:
+def _authenticate(protector: Protector, scopes: tuple[str, ...]) -> AccessToken:
     scheme, _, token_string = request.headers.get("Authorization", "").strip().partition(" ")
     scheme, token_string = scheme.lower(), token_string.strip()
-    algs = state.dpop.algs_text
-    if scheme not in ("bearer", "dpop") or not token_string:
-        raise MissingToken(REALM, algs)
+    policy = protector.dpop
+    algs = policy.algs_text if policy is not None else None
+    metadata = protector.resource_metadata_url()
+    accepted = ("bearer", "dpop") if policy is not None else ("bearer",)
+    if scheme not in accepted or not token_string:
+        raise MissingToken(REALM, algs, resource_metadata=metadata)
     shown = "DPoP" if scheme == "dpop" else "Bearer"
     try:
-        token = state.tokens.authenticate(token_string, state.issuer(), state.audience())
+        token = protector.authenticate(token_string)
     except TokenRejected as exc:
-        raise InvalidToken(REALM, str(exc), scheme=shown, dpop_algs=algs) from None
-    except DATABASE_ERRORS as exc:
-        log_outage(exc)
-        raise TemporarilyUnavailable() from None
-    if scheme == "dpop":
-        _check_binding(state, token, token_string)
+        raise InvalidToken(
+            REALM, str(exc), scheme=shown, dpop_algs=algs, resource_metadata=metadata
+        ) from None
+    if policy is not None and scheme == "dpop":
+        _check_binding(protector, policy, token, token_string, metadata)
     elif token.jkt is not None:
         # RFC 9449 §7.2: a DPoP-bound token is no Bearer token.
         raise InvalidToken(
-            REALM, "This access token is DPoP-bound: use the DPoP scheme.", dpop_algs=algs
+            REALM, "This access token is DPoP-bound: use the DPoP scheme.",
+            dpop_algs=algs, resource_metadata=metadata,
         )
     if not token.has_scopes(scopes):
-        raise InsufficientScope(REALM, scopes, scheme=shown, dpop_algs=algs)
+        raise InsufficientScope(
+            REALM, scopes, scheme=shown, dpop_algs=algs, resource_metadata=metadata
+        )
     g._m2m_token = token
     return token
 
 
-def _check_binding(state: M2MState, token: AccessToken, token_string: str) -> None:
+def _check_binding(
+    protector: Protector, policy: ProofPolicy, token: AccessToken, token_string: str,
+    metadata: str,
+) -> None:
     """RFC 9449 §7.1: a proof for this request, by the key the token is bound to.
 
     :raises InvalidToken: the token is not DPoP-bound.
     :raises InvalidDPoPProof: no proof, an invalid one, or one by another key.
     :raises UseDPoPNonce: nonces are required and the proof lacks the current one.
     """
-    policy = state.dpop
+    algs = policy.algs_text
     if token.jkt is None:
         raise InvalidToken(
             REALM, "This access token is not DPoP-bound.", scheme="DPoP",
-            dpop_algs=policy.algs_text,
+            dpop_algs=algs, resource_metadata=metadata,
         )
     try:
-        proof = check_request_proof(policy, state.replay, access_token=token_string)
+        proof = check_request_proof(policy, protector.replay, access_token=token_string)
     except NonceRequired:
-        raise UseDPoPNonce(REALM, policy.nonce(), policy.algs_text) from None
+        raise UseDPoPNonce(REALM, policy.nonce(), algs, metadata) from None
     except ProofError as exc:
-        raise InvalidDPoPProof(REALM, str(exc), policy.algs_text) from None
+        raise InvalidDPoPProof(REALM, str(exc), algs, metadata) from None
     if proof is None:
-        raise InvalidDPoPProof(REALM, "A DPoP proof is required.", policy.algs_text)
+        raise InvalidDPoPProof(REALM, "A DPoP proof is required.", algs, metadata)
     if not hmac.compare_digest(proof.jkt, token.jkt):
         raise InvalidDPoPProof(
-            REALM, "The DPoP proof was signed by another key than the token's.",
-            policy.algs_text,
+            REALM, "The DPoP proof was signed by another key than the token's.", algs, metadata
         )
 
 
 def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Protect a view: a valid access token carrying every one of ``scopes`` is required.
 
-    ``@require_scope()`` accepts any valid token. The token is then ``current_token``.
+    ``@require_scope()`` accepts any valid token. The token is then ``current_token``. It
+    works on the authorization server (:class:`~flask_m2m.M2M`) and on a resource server
+    (:class:`~flask_m2m.ResourceServer`) alike.
 
     .. versionadded:: 0.1
     """
@@ -126,6 +143,7 @@ def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             authenticate_request(scopes)
             return cast(R, current_app.ensure_sync(view)(*args, **kwargs))
 
+        setattr(wrapper, SCOPES_ATTRIBUTE, scopes)  # the metadata's scopes_supported
         return wrapper
 
     return decorator
@@ -138,5 +156,6 @@ def _current_token() -> AccessToken:
     return cast(AccessToken, token)
 
 
-#: The :class:`~flask_m2m.tokens.AccessToken` of the current request (client_id, scopes, claims).
+#: The :class:`~flask_m2m.verification.AccessToken` of the current request (client_id, scopes,
+#: claims).
 current_token: AccessToken = cast(AccessToken, LocalProxy(_current_token))

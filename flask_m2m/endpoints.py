@@ -1,9 +1,11 @@
 """Protocol routes: token (RFC 6749 §4.4), revocation (RFC 7009), introspection (RFC 7662),
-JWKS (RFC 7517) and authorization-server metadata (RFC 8414)."""
+JWKS (RFC 7517) and authorization-server metadata (RFC 8414); and the server's protector of
+its own ``require_scope`` routes."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
@@ -12,10 +14,12 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .binding import ProofPolicy, Replay
 from .bodies import discard_unread_body
 from .errors import TemporarilyUnavailable
-from .outages import OUTAGE_ERRORS, log_outage
+from .outages import DATABASE_ERRORS, OUTAGE_ERRORS, log_outage
 from .policy import AUTH_METHODS
+from .resource_metadata import WELL_KNOWN, is_absolute_uri, metadata_url
 from .state import M2MState, get_state
 from .tokens import AccessToken, TokenRejected
 from .transport import insecure_transport
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+#: The scope that lets a client (a resource server) introspect any client's tokens.
+INTROSPECT_SCOPE = "m2m:introspect"
 #: Parameter names safe to echo in an error description (RFC 6749 §5.2 character set).
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
 
@@ -51,7 +57,8 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
 
 
 class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
-    """RFC 7662. A client may introspect its own tokens; anything else is ``active: false``."""
+    """RFC 7662. A client may introspect its own tokens, and a client holding
+    ``m2m:introspect`` (a resource server, §2.1) anyone's; anything else is ``active: false``."""
 
     CLIENT_AUTH_METHODS = AUTH_METHODS
 
@@ -62,7 +69,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             return None
 
     def check_permission(self, token: AccessToken, client: Any, oauth_request: Any) -> bool:
-        return bool(token.client_id == client.client_id)
+        return bool(token.client_id == client.client_id or INTROSPECT_SCOPE in client.scopes)
 
     def create_introspection_payload(self, token: AccessToken | None) -> dict[str, Any]:
         state = _state()
@@ -89,6 +96,46 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             "jti": token.jti,
             **bound,
         }
+
+
+class ServerProtector:
+    """What ``require_scope`` checks on the authorization server's own routes: a token of its
+    own audience, checked against its keys and database
+    (:meth:`~flask_m2m.tokens.TokenService.authenticate`)."""
+
+    def __init__(self, state: M2MState):
+        self.state = state
+
+    @property
+    def observe(self) -> Callable[[float, str], None] | None:
+        """The metrics' ``require_scope`` histogram, when metrics are on."""
+        metrics = self.state.metrics
+        return None if metrics is None else metrics.observe_check
+
+    @property
+    def dpop(self) -> ProofPolicy | None:
+        return self.state.dpop
+
+    @property
+    def replay(self) -> Replay:
+        return self.state.replay
+
+    def authenticate(self, token_string: str) -> AccessToken:
+        state = self.state
+        try:
+            return state.tokens.authenticate(token_string, state.issuer(), state.audience())
+        except DATABASE_ERRORS as exc:
+            log_outage(exc)
+            raise TemporarilyUnavailable() from None
+
+    def resource_metadata_url(self) -> str:
+        settings = self.state.settings
+        own = settings.audience or settings.issuer
+        if own and is_absolute_uri(own):
+            return metadata_url(own)
+        # The audience follows the request (or is no URI): the metadata is where this app
+        # serves it.
+        return request.host_url.rstrip("/") + request.script_root + WELL_KNOWN
 
 
 def _oauth_error(error: OAuth2Error) -> Response:

@@ -89,14 +89,22 @@ def _challenge(scheme: str, realm: str | None, **params: str) -> str:
 
 
 def _challenges(
-    realm: str, dpop_algs: str | None, scheme: str = "Bearer", **params: str
+    realm: str,
+    dpop_algs: str | None,
+    scheme: str = "Bearer",
+    resource_metadata: str | None = None,
+    **params: str,
 ) -> list[tuple[str, str]]:
     """The challenges of a protected route: the error in the ``scheme`` one (the scheme the
-    request used), and a bare challenge of the other scheme when DPoP is accepted (§7.1)."""
-    bearer = _challenge("Bearer", realm, **(params if scheme == "Bearer" else {}))
+    request used), and a bare challenge of the other scheme when DPoP is accepted (RFC 9449
+    §7.1); each with RFC 9728 §5.1 ``resource_metadata`` when the resource publishes it."""
+    meta = {"resource_metadata": resource_metadata} if resource_metadata else {}
+    bearer = _challenge("Bearer", realm, **(params if scheme == "Bearer" else {}), **meta)
     if dpop_algs is None:
         return [("WWW-Authenticate", bearer)]
-    dpop = _challenge("DPoP", realm, algs=dpop_algs, **(params if scheme == "DPoP" else {}))
+    dpop = _challenge(
+        "DPoP", realm, algs=dpop_algs, **(params if scheme == "DPoP" else {}), **meta
+    )
     first, second = (bearer, dpop) if scheme == "Bearer" else (dpop, bearer)
     return [("WWW-Authenticate", first), ("WWW-Authenticate", second)]
 
@@ -111,8 +119,14 @@ class MissingToken(JSONHTTPError, Unauthorized):
     error = "invalid_request"
     description = "An access token is required."
 
-    def __init__(self, realm: str, dpop_algs: str | None = None):
-        super().__init__(headers=_challenges(realm, dpop_algs))
+    def __init__(
+        self,
+        realm: str,
+        dpop_algs: str | None = None,
+        *,
+        resource_metadata: str | None = None,
+    ):
+        super().__init__(headers=_challenges(realm, dpop_algs, "Bearer", resource_metadata))
 
 
 class InvalidToken(JSONHTTPError, Unauthorized):
@@ -130,9 +144,11 @@ class InvalidToken(JSONHTTPError, Unauthorized):
         *,
         scheme: str = "Bearer",
         dpop_algs: str | None = None,
+        resource_metadata: str | None = None,
     ):
         challenges = _challenges(
-            realm, dpop_algs, scheme, error=self.error, error_description=description
+            realm, dpop_algs, scheme, resource_metadata,
+            error=self.error, error_description=description,
         )
         super().__init__(description, headers=challenges)
 
@@ -142,8 +158,13 @@ class InvalidDPoPProof(InvalidToken):
 
     error = "invalid_dpop_proof"
 
-    def __init__(self, realm: str, description: str, dpop_algs: str):
-        super().__init__(realm, description, scheme="DPoP", dpop_algs=dpop_algs)
+    def __init__(
+        self, realm: str, description: str, dpop_algs: str, resource_metadata: str | None = None
+    ):
+        super().__init__(
+            realm, description, scheme="DPoP", dpop_algs=dpop_algs,
+            resource_metadata=resource_metadata,
+        )
 
 
 class UseDPoPNonce(InvalidToken):
@@ -151,9 +172,14 @@ class UseDPoPNonce(InvalidToken):
 
     error = "use_dpop_nonce"
 
-    def __init__(self, realm: str, nonce: str, dpop_algs: str):
+    def __init__(
+        self, realm: str, nonce: str, dpop_algs: str, resource_metadata: str | None = None
+    ):
         description = "Resource server requires nonce in DPoP proof."
-        super().__init__(realm, description, scheme="DPoP", dpop_algs=dpop_algs)
+        super().__init__(
+            realm, description, scheme="DPoP", dpop_algs=dpop_algs,
+            resource_metadata=resource_metadata,
+        )
         self.extra_headers.append(("DPoP-Nonce", nonce))
 
 
@@ -169,11 +195,13 @@ class InsufficientScope(JSONHTTPError, Forbidden):
         *,
         scheme: str = "Bearer",
         dpop_algs: str | None = None,
+        resource_metadata: str | None = None,
     ):
         needed = " ".join(scopes)
         description = f"The access token needs the scope(s): {needed}."
         challenges = _challenges(
-            realm, dpop_algs, scheme, error=self.error, error_description=description, scope=needed
+            realm, dpop_algs, scheme, resource_metadata,
+            error=self.error, error_description=description, scope=needed,
         )
         super().__init__(description, headers=challenges)
 

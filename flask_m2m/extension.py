@@ -10,14 +10,16 @@ from flask import Flask
 from .binding import policy_for
 from .config import load_settings
 from .credentials import SecretHasher
-from .endpoints import Introspection, Revocation, create_blueprint
+from .endpoints import Introspection, Revocation, ServerProtector, create_blueprint
 from .errors import ConfigurationError
 from .invalidation import watch_client_changes
 from .keys import KeyStore
 from .metrics import Metrics
 from .models import Models, default_models
+from .protection import PROTECTOR_KEY
 from .ratelimit import RateLimits
 from .replay import replay_store
+from .resource_metadata import WELL_KNOWN, add_metadata_route, is_absolute_uri, metadata_path
 from .server import Server
 from .state import EXTENSION_KEY, M2MState, get_state
 from .tokens import TokenService
@@ -68,6 +70,11 @@ class M2M:
         """
         if EXTENSION_KEY in app.extensions:
             raise ConfigurationError("flask-m2m is already initialised on this app.")
+        if PROTECTOR_KEY in app.extensions:
+            raise ConfigurationError(
+                "This app is a ResourceServer already: the authorization server's app protects "
+                "its routes with M2M alone."
+            )
         db = db if db is not None else self.db
         if db is None:
             raise ConfigurationError("Pass the Flask-SQLAlchemy object: M2M(app, db).")
@@ -89,6 +96,7 @@ class M2M:
         state.server.register_endpoint(Revocation)
         state.server.register_endpoint(Introspection)
         app.extensions[EXTENSION_KEY] = state
+        app.extensions[PROTECTOR_KEY] = ServerProtector(state)
         watch_client_changes(app, state)
         if settings.issuer is None and not (app.debug or app.testing):
             app.logger.warning(
@@ -100,6 +108,13 @@ class M2M:
             state.metrics = Metrics(app, state)
         state.rate_limits = RateLimits(app, state)
         app.register_blueprint(create_blueprint(settings.url_prefix, state.rate_limits))
+        # RFC 9728 metadata of the server's own protected routes (its audience).
+        own = settings.audience or settings.issuer
+        add_metadata_route(
+            app,
+            metadata_path(own) if own and is_absolute_uri(own) else WELL_KNOWN,
+            lambda: (state.audience(), state.issuer()),
+        )
         if settings.management_enabled:
             from .management import create_management_blueprint
             from .management.views import caller_principal

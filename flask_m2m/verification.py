@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from joserfc import jwt
@@ -39,6 +40,14 @@ class _QuietJWSRegistry(JWSRegistry):
 
 
 JWS_REGISTRY = _QuietJWSRegistry(algorithms=list(SIGNING_ALGS))
+
+
+@lru_cache(maxsize=16)
+def _registry(algorithms: frozenset[str]) -> JWSRegistry:
+    """The registry allowing only ``algorithms`` (a subset of :data:`SIGNING_ALGS`)."""
+    if algorithms == frozenset(SIGNING_ALGS):
+        return JWS_REGISTRY
+    return _QuietJWSRegistry(algorithms=sorted(algorithms & set(SIGNING_ALGS)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +82,16 @@ class TokenRejected(Exception):
     """The token is not valid; the message says why (safe to show to the caller)."""
 
 
-def decode_jwt(token_string: str, public_key: Callable[[str], Key | None]) -> AccessToken:
+def decode_jwt(
+    token_string: str,
+    public_key: Callable[[str], Key | None],
+    algorithms: Collection[str] = SIGNING_ALGS,
+) -> AccessToken:
     """Check the form, signature (with the key ``public_key`` returns for the header's
     ``kid``) and ``typ`` of a JWT access token, and read its claims; no claim is judged.
 
+    :param algorithms: the JWS algorithms accepted (RFC 8725 §3.1): the header's ``alg`` must
+        be one of them, and must fit the key (its type, and its ``alg`` member if it has one).
     :raises TokenRejected: if it is malformed, signed by an unknown key or forged.
     """
 
@@ -88,7 +103,7 @@ def decode_jwt(token_string: str, public_key: Callable[[str], Key | None]) -> Ac
         return key
 
     try:
-        token = jwt.decode(token_string, resolve, registry=JWS_REGISTRY)
+        token = jwt.decode(token_string, resolve, registry=_registry(frozenset(algorithms)))
     except (JoseError, ValueError, TypeError, UnicodeError) as exc:
         raise TokenRejected("The token is malformed or its signature is invalid.") from exc
     if str(token.header.get("typ", "")).lower() not in AT_JWT_TYPES:

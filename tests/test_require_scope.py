@@ -21,6 +21,8 @@ from flask_m2m.extension import get_state
 from flask_m2m.lifecycle import delete_client, set_disabled
 
 ISSUER = "https://issuer.test"
+#: RFC 9728 §3.1: where the metadata of the server's own audience (the issuer) is published.
+RESOURCE_METADATA = ISSUER + "/.well-known/oauth-protected-resource"
 #: Default M2M_STATE_CACHE_SECONDS.
 BOUND = 5.0
 
@@ -74,6 +76,8 @@ def challenge(response: TestResponse) -> dict[str, str]:
     assert header.startswith("Bearer"), header
     parsed = WWWAuthenticate.from_header(header)
     assert parsed is not None and parsed.type == "bearer"
+    # RFC 9728 §5.1: every challenge points to the protected resource's metadata.
+    assert parsed.parameters["resource_metadata"] == RESOURCE_METADATA
     return dict(parsed.parameters)
 
 
@@ -94,6 +98,37 @@ def test_no_credentials_gives_bare_challenge(client: FlaskClient) -> None:
     params = challenge(response)
     assert "error" not in params
     assert "error_description" not in params
+
+
+def test_protected_resource_metadata(client: FlaskClient) -> None:
+    """RFC 9728 §2, §3: the server's own routes are a protected resource: its audience, its
+    issuer as authorization server, the scopes its routes ask for, header-only tokens."""
+    response = client.get("/.well-known/oauth-protected-resource")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {
+        "resource": ISSUER,
+        "authorization_servers": [ISSUER],
+        "scopes_supported": ["read", "write"],
+        "bearer_methods_supported": ["header"],
+    }
+
+
+def test_protected_resource_metadata_of_an_audience_with_a_path(
+    app_factory: Callable[..., Flask],
+) -> None:
+    """RFC 9728 §3.1: for the identifier ``https://api.test/v1/`` the metadata is at
+    ``/.well-known/oauth-protected-resource/v1`` and the challenges say so."""
+    app = app_factory(M2M_AUDIENCE="https://api.test/v1/")
+    client = app.test_client()
+    response = client.get("/.well-known/oauth-protected-resource/v1")
+    assert response.status_code == 200
+    assert response.get_json()["resource"] == "https://api.test/v1/"
+    assert client.get("/.well-known/oauth-protected-resource").status_code == 404
+    challenge = client.get("/api/whoami").headers["WWW-Authenticate"]
+    assert 'resource_metadata="https://api.test/.well-known/oauth-protected-resource/v1"' in (
+        challenge
+    )
 
 
 def test_basic_credentials_on_protected_route(

@@ -314,6 +314,27 @@ def test_introspect_other_clients_token(
     assert introspect(client, other_client, theirs)["active"] is True
 
 
+def test_introspect_scope_sees_every_clients_tokens(
+    app: Flask, client: FlaskClient, registered_client: Creds, other_client: Creds
+) -> None:
+    """RFC 7662 §2.1: the server decides who may introspect what; a client holding
+    ``m2m:introspect`` (a resource server) sees any client's token, with its real state."""
+    resource_server = register(app, scopes="m2m:introspect")
+    token = fetch_token(client, other_client)
+    body = introspect(client, resource_server, token)
+    assert body["active"] is True
+    assert body["client_id"] == other_client["client_id"]
+    assert body["aud"] == ISSUER and body["scope"] == "read"
+    # a client without the scope still sees only its own tokens
+    assert introspect(client, registered_client, token) == {"active": False}
+    assert call(client, REVOKE_URL, other_client, token=token).status_code == 200
+    assert introspect(client, resource_server, token) == {"active": False}
+    # the scope grants introspection only: the resource server cannot revoke others' tokens
+    fresh = fetch_token(client, other_client)
+    assert call(client, REVOKE_URL, resource_server, token=fresh).status_code == 200
+    assert introspect(client, resource_server, fresh)["active"] is True
+
+
 def test_introspect_revoked(client: FlaskClient, registered_client: Creds) -> None:
     """RFC 7662 §2.2: a revoked token -> {"active": false}."""
     token = fetch_token(client, registered_client)
