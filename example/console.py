@@ -493,6 +493,7 @@ def create_client() -> tuple[str, int] | str:
             scopes=form.get("scopes", ""),
             expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
             metadata=_json_object(form.get("metadata", ""), "metadata"),
+            dpop_bound_access_tokens=bool(form.get("dpop_bound_access_tokens")),
         )
     except InvalidClientData as error:
         return render_template("console/create.html", form=form, errors=_errors(error)), 422
@@ -505,6 +506,7 @@ def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None)
             "name": client.name,
             "scopes": client.scope,
             "metadata": json.dumps(client.client_metadata or {}, indent=2),
+            "dpop_bound_access_tokens": "on" if client.dpop_bound_access_tokens else "",
         }
     return render_template(
         "console/detail.html",
@@ -531,6 +533,7 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
             "name": form.get("name", ""),
             "scopes": form.get("scopes", ""),
             "metadata": _json_object(form.get("metadata", ""), "metadata"),
+            "dpop_bound_access_tokens": bool(form.get("dpop_bound_access_tokens")),
         }
         lifecycle.update_client(state, client_id, changes)
     except InvalidClientData as error:

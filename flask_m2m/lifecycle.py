@@ -53,6 +53,7 @@ UPDATABLE = (
     "rate_limit",
     "rate_limit_mode",
     "access_token_expires_in",
+    "dpop_bound_access_tokens",
 )
 
 
@@ -351,6 +352,7 @@ def create_client(
     rate_limit_mode: str | None = None,
     metadata: dict[str, Any] | None = None,
     access_token_expires_in: int | None = None,
+    dpop_bound_access_tokens: bool = False,
     secret: str | None = None,
     secret_label: str | None = None,
 ) -> tuple[Any, IssuedSecret]:
@@ -370,6 +372,7 @@ def create_client(
         rate_limit=parse_rate_limit(rate_limit),
         rate_limit_mode=parse_rate_limit_mode(rate_limit_mode),
         access_token_expires_in=_check_token_lifetime(state, access_token_expires_in),
+        dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
         tokens_valid_after=0,
         created_at=utcnow(),
     )
@@ -487,6 +490,8 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
             checked[field] = ("rate_limit_mode", parse_rate_limit_mode(value))
         elif field == "access_token_expires_in":
             checked[field] = ("access_token_expires_in", _check_token_lifetime(state, value))
+        elif field == "dpop_bound_access_tokens":
+            checked[field] = ("dpop_bound_access_tokens", bool(value))
         else:
             checked[field] = ("disabled", bool(value))
     diff: dict[str, Any] = {}

@@ -55,6 +55,8 @@ class ClientCreateSchema(_RateLimitMixin, Schema):
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
+    #: RFC 9449 §5.2: the client must use DPoP; its tokens are all sender-constrained.
+    dpop_bound_access_tokens = fields.Boolean(strict=True)
     secret_label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
 
 
@@ -71,6 +73,7 @@ class ClientUpdateSchema(_RateLimitMixin, Schema):
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
+    dpop_bound_access_tokens = fields.Boolean(strict=True)
 
 
 class SecretCreateSchema(Schema):
@@ -94,6 +97,7 @@ class ClientSchema(Schema):
     rate_limit = fields.String(allow_none=True, required=True)
     rate_limit_mode = fields.String(allow_none=True, required=True)
     access_token_expires_in = fields.Integer(allow_none=True, required=True)
+    dpop_bound_access_tokens = fields.Boolean(required=True)
     last_used_at = fields.AwareDateTime(allow_none=True, required=True)
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
