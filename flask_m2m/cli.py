@@ -142,7 +142,8 @@ def set_dpop_bound(client_id: str, setting: str) -> None:
         )
     except ClientNotFound as exc:
         _fail(exc)
-    click.echo(f"DPoP-bound tokens {'required' if setting == 'on' else 'optional'} for {client_id}.")
+    status = "required" if setting == "on" else "optional"
+    click.echo(f"DPoP-bound tokens {status} for {client_id}.")
 
 
 @m2m_cli.command("delete-client", help="Delete a client; its tokens stop working.")

@@ -56,7 +56,7 @@ class ClientCreateSchema(_RateLimitMixin, Schema):
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
     #: RFC 9449 §5.2: the client must use DPoP; its tokens are all sender-constrained.
-    dpop_bound_access_tokens = fields.Boolean(strict=True)
+    dpop_bound_access_tokens = fields.Boolean(truthy={True}, falsy={False})
     secret_label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
 
 
@@ -73,7 +73,7 @@ class ClientUpdateSchema(_RateLimitMixin, Schema):
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
-    dpop_bound_access_tokens = fields.Boolean(strict=True)
+    dpop_bound_access_tokens = fields.Boolean(truthy={True}, falsy={False})
 
 
 class SecretCreateSchema(Schema):
