@@ -7,6 +7,9 @@ Install with ``pip install 'flask-m2m[client]'``. Typical use::
     httpx.get("https://api.example.com/items", auth=auth)      # httpx.Client / AsyncClient too
     requests.get("https://api.example.com/items", auth=auth)
 
+With ``dpop=True`` (or a private JWK), tokens are DPoP-bound (RFC 9449): each token request
+and each API call through :class:`ClientCredentialsAuth` carries a fresh proof of the key.
+
 The token request itself is built with Authlib's protocol helpers; see ``docs/client.md``.
 
 .. versionadded:: 0.1
@@ -31,6 +34,7 @@ from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 from authlib.oauth2.rfc8414.well_known import get_well_known_url
 
+from .dpop import ProofSigner
 from .errors import M2MError
 
 if TYPE_CHECKING:
@@ -98,6 +102,14 @@ class _Token:
     renew_at: float | None  # time.monotonic() after which the token is renewed; None: never
 
 
+def _asks_for_nonce(reply: _Reply) -> bool:
+    """RFC 9449 §8: the token endpoint wants the nonce its ``DPoP-Nonce`` header carries."""
+    data = reply.json()
+    return reply.status_code == 400 and isinstance(data, dict) and (
+        data.get("error") == "use_dpop_nonce"
+    )
+
+
 def _encode_client_secret_basic(
     client: Any, method: str, uri: str, headers: dict[str, str], body: str
 ) -> tuple[str, dict[str, str], str]:
@@ -139,6 +151,11 @@ class ClientCredentials:
     :param timeout: seconds to wait for the token endpoint.
     :param verify: TLS verification: a bool, or the path of a CA bundle (given to httpx as an
         :class:`ssl.SSLContext` that trusts that bundle, to requests as the path).
+    :param dpop: True for DPoP-bound tokens (RFC 9449) with a key made for this instance, or
+        the private key (a JWK dict or joserfc key) to prove; False: Bearer tokens.
+
+    .. versionchanged:: 0.2
+        ``dpop``.
     """
 
     def __init__(
@@ -154,6 +171,7 @@ class ClientCredentials:
         auth_method: str = "client_secret_basic",
         timeout: float = 10.0,
         verify: bool | str = True,
+        dpop: bool | dict[str, Any] | Any = False,
     ):
         if token_endpoint is None and issuer is None:
             raise ValueError("Give token_endpoint or issuer (to discover the token endpoint).")
@@ -173,6 +191,10 @@ class ClientCredentials:
         self._token_endpoint = token_endpoint
         encoder = _encode_client_secret_basic if auth_method == "client_secret_basic" else None
         self._client_auth = ClientAuth(client_id, client_secret, encoder or auth_method)
+        #: The DPoP key and nonces (None: Bearer tokens).
+        self.dpop: ProofSigner | None = None
+        if dpop is not False and dpop is not None:
+            self.dpop = ProofSigner(None if dpop is True else dpop)
         self._current: _Token | None = None
         self._fetch_lock = threading.Lock()  # held while a (sync) token request is in flight
         self._guard = threading.Lock()  # held briefly around shared state and counters
@@ -209,9 +231,18 @@ class ClientCredentials:
                 self._current = current
         return current.value
 
-    def headers(self) -> dict[str, str]:
-        """``{"Authorization": "Bearer <token>"}`` for a request."""
-        return {"Authorization": f"Bearer {self.token()}"}
+    def headers(self, method: str = "GET", url: str | None = None) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for a request; with DPoP, the ``DPoP``
+        scheme and a proof for ``method`` ``url`` (then required)."""
+        return self.auth_headers(self.token(), method, url)
+
+    def auth_headers(self, token: str, method: str, url: str | None) -> dict[str, str]:
+        """The headers that send ``token`` with a request to ``method`` ``url``."""
+        if self.dpop is None:
+            return {"Authorization": f"Bearer {token}"}
+        if url is None:
+            raise ValueError("A DPoP-bound token needs the request's method and URL.")
+        return {"Authorization": f"DPoP {token}", "DPoP": self.dpop.proof(method, url, token)}
 
     def invalidate(self, token: str | None = None) -> None:
         """Drop the cached token (only if it is still ``token``, when given)."""
@@ -226,11 +257,21 @@ class ClientCredentials:
 
     def _fetch(self) -> _Token:
         endpoint = self._token_endpoint or self._discover()
-        body, headers = self._token_request(endpoint)
-        started = time.monotonic()
-        self._count_fetch()
-        reply = self._send("POST", endpoint, body.encode(), headers)
+        for attempt in (1, 2):
+            body, headers = self._token_request(endpoint)
+            started = time.monotonic()
+            self._count_fetch()
+            reply = self._send("POST", endpoint, body.encode(), headers)
+            if not self._retry_with_nonce(endpoint, reply, attempt):
+                break
         return self._accept(reply, started)
+
+    def _retry_with_nonce(self, endpoint: str, reply: _Reply, attempt: int) -> bool:
+        """Keep a DPoP nonce the reply carries; True to resend with it (once, RFC 9449 §8)."""
+        if self.dpop is None:
+            return False
+        fresh = self.dpop.remember_nonce(endpoint, reply.headers)
+        return attempt == 1 and fresh and _asks_for_nonce(reply)
 
     def _discover(self) -> str:
         assert self.issuer is not None
@@ -281,9 +322,9 @@ class ClientCredentials:
                 self._current = current
         return current.value
 
-    async def aheaders(self) -> dict[str, str]:
+    async def aheaders(self, method: str = "GET", url: str | None = None) -> dict[str, str]:
         """:meth:`headers` for coroutines."""
-        return {"Authorization": f"Bearer {await self.atoken()}"}
+        return self.auth_headers(await self.atoken(), method, url)
 
     async def arenew(self, token: str) -> str:
         """:meth:`renew` for coroutines."""
@@ -305,10 +346,13 @@ class ClientCredentials:
             url = get_well_known_url(self.issuer, external=True)
             reply = await self._asend("GET", url, None, {"Accept": "application/json"}, True)
             endpoint = self._token_endpoint = self._check_metadata(url, reply)
-        body, headers = self._token_request(endpoint)
-        started = time.monotonic()
-        self._count_fetch()
-        reply = await self._asend("POST", endpoint, body.encode(), headers, False)
+        for attempt in (1, 2):
+            body, headers = self._token_request(endpoint)
+            started = time.monotonic()
+            self._count_fetch()
+            reply = await self._asend("POST", endpoint, body.encode(), headers, False)
+            if not self._retry_with_nonce(endpoint, reply, attempt):
+                break
         return self._accept(reply, started)
 
     async def _asend(
@@ -348,6 +392,8 @@ class ClientCredentials:
         body = prepare_token_request("client_credentials", **params)
         headers = {"Content-Type": _FORM, "Accept": "application/json"}
         _, headers, body = self._client_auth.prepare("POST", endpoint, headers, body)
+        if self.dpop is not None:
+            headers["DPoP"] = self.dpop.proof("POST", endpoint)
         return body, headers
 
     def _accept(self, reply: _Reply, started: float) -> _Token:
@@ -369,9 +415,10 @@ class ClientCredentials:
                 status_code=reply.status_code,
                 retry_after=_retry_after(reply.headers),
             )
-        if str(data.get("token_type", "")).lower() != "bearer":
+        wanted = "dpop" if self.dpop is not None else "bearer"
+        if str(data.get("token_type", "")).lower() != wanted:
             self._count_failure()
-            raise TokenError("unsupported_token_type", "Only Bearer tokens are supported.")
+            raise TokenError("unsupported_token_type", f"Expected a {wanted} token.")
         lifetime = data.get("expires_in")
         renew_at = None
         if isinstance(lifetime, int | float) and not isinstance(lifetime, bool):
@@ -439,30 +486,37 @@ class ClientCredentialsAuth(_HTTPXAuth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.credentials.token()
-        request.headers["Authorization"] = f"Bearer {token}"
+        creds = self.credentials
+        token = creds.token()
+        request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
-            request.headers["Authorization"] = f"Bearer {self.credentials.renew(token)}"
+            if not _wants_nonce(creds, str(request.url), response.headers):
+                token = creds.renew(token)
+            request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
             yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.credentials.atoken()
-        request.headers["Authorization"] = f"Bearer {token}"
+        creds = self.credentials
+        token = await creds.atoken()
+        request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
-            request.headers["Authorization"] = f"Bearer {await self.credentials.arenew(token)}"
+            if not _wants_nonce(creds, str(request.url), response.headers):
+                token = await creds.arenew(token)
+            request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
             yield request
 
     # requests
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        token = self.credentials.token()
-        request.headers["Authorization"] = f"Bearer {token}"
+        creds = self.credentials
+        token = creds.token()
+        request.headers.update(creds.auth_headers(token, str(request.method), str(request.url)))
         if self.retry_on_401:
             request.register_hook("response", _RetryOn401(self, token))
         return request
@@ -483,11 +537,23 @@ class _RetryOn401:
         response.close()
         request = response.request.copy()
         self.auth._count_retry()
-        request.headers["Authorization"] = f"Bearer {self.auth.credentials.renew(self.token)}"
+        creds, token = self.auth.credentials, self.token
+        if not _wants_nonce(creds, str(request.url), response.headers):
+            token = creds.renew(token)
+        request.headers.update(creds.auth_headers(token, str(request.method), str(request.url)))
         retried: requests.Response = response.connection.send(request, **kwargs)
         retried.history.append(response)
         retried.request = request
         return retried
+
+
+def _wants_nonce(creds: ClientCredentials, url: str, headers: Mapping[str, str]) -> bool:
+    """RFC 9449 §9: a 401 ``use_dpop_nonce`` with a new ``DPoP-Nonce``: resend with it (the
+    token stays good)."""
+    if creds.dpop is None:
+        return False
+    challenge = headers.get("WWW-Authenticate") or headers.get("www-authenticate") or ""
+    return creds.dpop.remember_nonce(url, headers) and "use_dpop_nonce" in challenge
 
 
 def _parse_leeway(leeway: float | str) -> tuple[float, float | None]:

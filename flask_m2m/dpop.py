@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,48 @@ def create_proof(
     if nonce is not None:
         claims["nonce"] = nonce
     return jwt.encode(header, claims, key, registry=_ProofRegistry(algorithms=[alg]))
+
+
+class ProofSigner:
+    """One client's DPoP key, and the latest nonce each server gave it (RFC 9449 §8-9).
+
+    :param key: a private JWK (dict or joserfc key); None: a new P-256 key.
+    """
+
+    def __init__(self, key: Key | dict[str, Any] | None = None):
+        if isinstance(key, dict):
+            key = JWKRegistry.import_key(key)
+        self.key: Key = key if key is not None else generate_key()
+        if not self.key.is_private:
+            raise ValueError("A DPoP key must be a private key.")
+        self.alg = proof_alg(self.key)
+        #: RFC 7638 thumbprint of the key (the ``cnf.jkt`` of the tokens bound to it).
+        self.jkt = thumbprint(self.key)
+        self._nonces: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        """A fresh proof for ``method`` ``url``, with the nonce that server last gave."""
+        with self._lock:
+            nonce = self._nonces.get(_origin(url))
+        return create_proof(
+            self.key, method, url, access_token=access_token, nonce=nonce, alg=self.alg
+        )
+
+    def remember_nonce(self, url: str, headers: Any) -> bool:
+        """Keep the ``DPoP-Nonce`` of a response from ``url``; True if it is a new one."""
+        nonce = headers.get("DPoP-Nonce") or headers.get("dpop-nonce")
+        if not isinstance(nonce, str) or not nonce:
+            return False
+        with self._lock:
+            changed = self._nonces.get(_origin(url)) != nonce
+            self._nonces[_origin(url)] = nonce
+        return changed
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 # -- checking (servers) ----------------------------------------------------------------------
