@@ -59,7 +59,8 @@ class JoseKey:
     ) -> str:
         head = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.key.as_dict(private=False)}
         head.update(header or {})
-        return jwt.encode(head, claims_for(method, url, token, **claims), self.key, registry=REGISTRY)
+        claims = claims_for(method, url, token, **claims)
+        return jwt.encode(head, claims, self.key, registry=REGISTRY)
 
 
 class PyJWTKey:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from conftest import basic_auth, register
-from dpop_proofs import JoseKey, PyJWTKey, unsigned_proof
+from dpop_proofs import JoseKey, PyJWTKey, claims_for, unsigned_proof
 from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OctKey
 
 from flask_m2m.extension import get_state
 
@@ -151,9 +151,6 @@ def test_invalid_proof_is_400_invalid_dpop_proof(
 def test_hs256_proof_is_refused(client: FlaskClient, creds: Creds) -> None:
     """§4.3 check 5: a symmetric algorithm is never accepted."""
     header = {"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": "c2VjcmV0"}}
-    from dpop_proofs import claims_for
-    from joserfc.jwk import OctKey
-
     proof = jwt.encode(header, claims_for("POST", TOKEN_URL), OctKey.import_key("x" * 32))
     response = token_request(client, creds, proof)
     assert response.get_json()["error"] == "invalid_dpop_proof"
