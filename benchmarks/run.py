@@ -142,8 +142,13 @@ def prepare(server: Server, clients: int = 10, revoked: int = 0) -> None:
     with app.app_context():
         state = get_state(app)
         state.keys.signing_key()
-        bench, secret = service.create_client(state, name="bench", scopes="read write")
-        admin, admin_secret = service.create_client(state, name="admin", scopes="m2m:admin")
+        bench, secret = service.create_client(
+            state, actor="cli:bench", name="bench", scopes="read write"
+        )
+        admin, admin_secret = service.create_client(
+            state, actor="cli:bench", name="admin", scopes="m2m:admin"
+        )
+        db.session.commit()
         server.data.update(
             client_id=bench.client_id, secret=secret.plaintext,
             admin_id=admin.client_id, admin_secret=admin_secret.plaintext,

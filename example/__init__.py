@@ -193,9 +193,12 @@ def _print_demo_client(app: Flask) -> None:
         c for c in lifecycle.list_clients(state, name_prefix=DEMO_NAME).items if c.name == DEMO_NAME
     ]
     if existing:
-        client, issued = lifecycle.rotate_secret(state, existing[0].client_id)
+        client, issued = lifecycle.rotate_secret(state, existing[0].client_id, actor="cli:demo")
     else:
-        client, issued = lifecycle.create_client(state, name=DEMO_NAME, scopes="read write")
+        client, issued = lifecycle.create_client(
+            state, actor="cli:demo", name=DEMO_NAME, scopes="read write"
+        )
+    db.session.commit()  # the caller commits what the lifecycle functions add
     secret = issued.plaintext
     base = _base_url()
     print(

@@ -6,7 +6,8 @@ every instance: its version is in the database), when the password changes, and
 ``EXAMPLE_CONSOLE_SESSION_SECONDS`` after the login. Every POST is checked for a
 CSRF token by Flask-WTF, on this blueprint only, so the JSON APIs are untouched. The console
 calls the same functions as the management API, so policies and the audit trail are shared;
-the audit actor is ``user:<admin username>``.
+the audit actor is ``user:<admin username>``. Being the host app, it commits each change on
+``db.session`` itself (rolled back on error), as :mod:`flask_m2m.lifecycle` asks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import math
 import secrets
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -313,7 +315,6 @@ def _guard() -> BaseResponse | None:
         return None
     if not current_user.is_authenticated:
         return login_manager.unauthorized()  # type: ignore[no-any-return]
-    audit.set_actor(f"user:{current_user.id}")
     return None
 
 
@@ -365,6 +366,22 @@ def _limits() -> dict[str, Any]:
 
 def _state() -> M2MState:
     return get_state()
+
+
+def _actor() -> str:
+    """The audit actor of the console's changes: the logged-in admin."""
+    return f"user:{current_user.id}"
+
+
+@contextmanager
+def _committed() -> Iterator[None]:
+    """Commit the block's changes on ``db.session``; roll them back if it raises."""
+    try:
+        yield
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
 
 
 # -- login -------------------------------------------------------------------------------------
@@ -487,14 +504,16 @@ def create_client() -> tuple[str, int] | str:
     if request.method == "GET":
         return render_template("console/create.html", form=form, errors={})
     try:
-        client, issued = lifecycle.create_client(
-            _state(),
-            name=form.get("name", ""),
-            scopes=form.get("scopes", ""),
-            expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
-            metadata=_json_object(form.get("metadata", ""), "metadata"),
-            dpop_bound_access_tokens=bool(form.get("dpop_bound_access_tokens")),
-        )
+        with _committed():
+            client, issued = lifecycle.create_client(
+                _state(),
+                actor=_actor(),
+                name=form.get("name", ""),
+                scopes=form.get("scopes", ""),
+                expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
+                metadata=_json_object(form.get("metadata", ""), "metadata"),
+                dpop_bound_access_tokens=bool(form.get("dpop_bound_access_tokens")),
+            )
     except InvalidClientData as error:
         return render_template("console/create.html", form=form, errors=_errors(error)), 422
     return render_template("console/secret.html", client=client, secret=issued, created=True)
@@ -535,9 +554,9 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
             "metadata": _json_object(form.get("metadata", ""), "metadata"),
             "dpop_bound_access_tokens": bool(form.get("dpop_bound_access_tokens")),
         }
-        lifecycle.update_client(state, client_id, changes)
+        with _committed():
+            lifecycle.update_client(state, client_id, changes, actor=_actor())
     except InvalidClientData as error:
-        state.db.session.rollback()
         return _detail(lifecycle.get_client(state, client.client_id), form, _errors(error)), 422
     flash("Changes saved.", "success")
     return redirect(url_for("console.client_detail", client_id=client_id))
@@ -545,14 +564,16 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
 
 @bp.post("/clients/<client_id>/disable")
 def disable_client(client_id: str) -> BaseResponse:
-    lifecycle.set_disabled(_state(), client_id, True)
+    with _committed():
+        lifecycle.set_disabled(_state(), client_id, True, actor=_actor())
     flash("Client disabled: its tokens no longer work.", "success")
     return redirect(url_for("console.client_detail", client_id=client_id))
 
 
 @bp.post("/clients/<client_id>/enable")
 def enable_client(client_id: str) -> BaseResponse:
-    lifecycle.set_disabled(_state(), client_id, False)
+    with _committed():
+        lifecycle.set_disabled(_state(), client_id, False, actor=_actor())
     flash("Client enabled.", "success")
     return redirect(url_for("console.client_detail", client_id=client_id))
 
@@ -563,7 +584,10 @@ def rotate_secret(client_id: str) -> BaseResponse | tuple[str, int] | str:
     client = lifecycle.get_client(state, client_id)
     try:
         grace = _whole_number(request.form.get("grace_period_seconds", ""), "grace_period_seconds")
-        client, issued = lifecycle.rotate_secret(state, client_id, grace_period_seconds=grace or 0)
+        with _committed():
+            client, issued = lifecycle.rotate_secret(
+                state, client_id, actor=_actor(), grace_period_seconds=grace or 0
+            )
     except InvalidClientData as error:
         return _detail(client, errors=_errors(error)), 422
     except SecretConflict as error:
@@ -576,7 +600,8 @@ def delete_client(client_id: str) -> BaseResponse | str:
     client = lifecycle.get_client(_state(), client_id)
     if request.method == "GET":
         return render_template("console/delete.html", client=client)
-    lifecycle.delete_client(_state(), client_id)
+    with _committed():
+        lifecycle.delete_client(_state(), client_id, actor=_actor())
     flash(f"Client “{client.name or client_id}” deleted.", "success")
     return redirect(url_for("console.list_clients"))
 

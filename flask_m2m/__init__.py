@@ -20,6 +20,7 @@ _EXPORTS = {
     "require_scope": "decorators",
     "current_token": "decorators",
     "AccessToken": "verification",
+    "AppHoldsWriteLock": "writes",
     "M2MError": "errors",
     "ConfigurationError": "errors",
     "ClientNotFound": "errors",
@@ -45,6 +46,7 @@ _DEPRECATED = {"M2MState": ("state", "M2MState")}
 __all__ = [
     "M2M",
     "AccessToken",
+    "AppHoldsWriteLock",
     "AuditEventMixin",
     "ClientMixin",
     "ClientNotFound",
@@ -121,3 +123,4 @@ if TYPE_CHECKING:
     from .resource_server import ResourceServer
     from .state import get_state
     from .verification import AccessToken
+    from .writes import AppHoldsWriteLock

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import g, has_request_context, request
 from sqlalchemy import select
+from sqlalchemy.orm import Session, scoped_session
 
 from .errors import InvalidClientData
 from .models import utcnow
@@ -21,16 +22,6 @@ if TYPE_CHECKING:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 
-def set_actor(actor: str) -> None:
-    """Name the principal that the audit rows of this request or command are written for."""
-    g._m2m_actor = actor
-
-
-def actor() -> str:
-    """The acting principal: set by the management API or the CLI, else ``"system"``."""
-    return str(g.get("_m2m_actor", "system"))
-
-
 def request_id() -> str:
     """The request's ``X-Request-ID`` when well-formed, else a new id kept for the request."""
     rid = g.get("_m2m_request_id")
@@ -41,19 +32,45 @@ def request_id() -> str:
     return str(rid)
 
 
-def record(
-    state: M2MState, event: str, client_id: str | None, changes: dict[str, Any] | None = None
+def new_event(
+    state: M2MState,
+    event: str,
+    client_id: str | None,
+    changes: dict[str, Any] | None = None,
+    *,
+    actor: str,
 ) -> Any:
-    """Add an audit row to the session; it is committed with the change it describes."""
-    row = state.models.audit_event(
+    """A new audit row, in no session yet.
+
+    :param actor: the acting principal (``client:<id>``, ``cli:<user>``, an authorizer's
+        principal...); there is no default.
+    :raises TypeError: when ``actor`` is not a non-empty string.
+    """
+    if not isinstance(actor, str) or not actor:
+        raise TypeError("actor must name the principal acting, e.g. 'cli:alice'.")
+    return state.models.audit_event(
         event=event,
         client_id=client_id,
-        actor=actor(),
+        actor=actor,
         request_id=request_id(),
         changes=changes or None,
         created_at=utcnow(),
     )
-    state.db.session.add(row)
+
+
+def record(
+    state: M2MState,
+    event: str,
+    client_id: str | None,
+    changes: dict[str, Any] | None = None,
+    *,
+    actor: str,
+    session: Session | scoped_session[Session],
+) -> Any:
+    """Add an audit row to ``session``: it is committed with the change it describes, by
+    whoever commits that session."""
+    row = new_event(state, event, client_id, changes, actor=actor)
+    session.add(row)
     return row
 
 
@@ -65,8 +82,10 @@ def list_events(
     client_id: str | None = None,
     event: str | None = None,
     actor: str | None = None,
+    session: Session | scoped_session[Session] | None = None,
 ) -> Page:
-    """Audit rows, newest first, filtered, one page at a time.
+    """Audit rows, newest first, filtered, one page at a time, read with ``session`` (default:
+    the app's ``db.session``).
 
     :raises InvalidClientData: for a cursor this server did not make.
     """
@@ -83,4 +102,5 @@ def list_events(
         query = query.where(model.event == event)
     if actor is not None:
         query = query.where(model.actor == actor)
-    return fetch_page(state.db.session, query, limit, lambda row: [row.id])
+    reader = state.db.session if session is None else session
+    return fetch_page(reader, query, limit, lambda row: [row.id])

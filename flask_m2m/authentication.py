@@ -26,7 +26,7 @@ from flask import request as flask_request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import audit, signals
+from . import audit, signals, writes
 from .credentials import CLIENT_ID_PATTERN
 from .models import utcnow
 
@@ -151,22 +151,25 @@ def _note_use(
 ) -> None:
     """Record ``last_used_at`` (at most once per interval), move a secret hashed under an
     older master secret to the current one, and report a secret that should have been
-    replaced: one in its grace period, or one close to its expiry."""
+    replaced: one in its grace period, or one close to its expiry.
+
+    Bookkeeping written in a transaction of flask-m2m's own (:mod:`flask_m2m.writes`), never
+    through the app's session."""
     interval = timedelta(seconds=state.settings.last_used_interval_seconds)
     rehash = not state.secrets.is_current(secret.secret_hash)
     if not rehash and secret.last_used_at is not None and now - secret.last_used_at < interval:
         return
-    models, session = state.models, state.db.session
+    models = state.models
     values: dict[str, Any] = {"last_used_at": now}
     if rehash:
         values["secret_hash"] = state.secrets.hash(plaintext)
-    session.execute(
+    statements: list[Any] = [
         update(models.client_secret).where(models.client_secret.id == secret.id).values(**values)
-    )
+    ]
     for name, value in values.items():  # a detached copy: keeps the cached credentials current
         setattr(secret, name, value)
     if client.last_used_at is None or now - client.last_used_at >= interval:
-        session.execute(
+        statements.append(
             update(models.client)
             .where(models.client.client_id == client.client_id)
             .values(last_used_at=now, updated_at=models.client.updated_at)
@@ -179,15 +182,24 @@ def _note_use(
         reason = "grace_period"
     elif secret.expires_at is not None and secret.expires_at - now <= warning:
         reason = "near_expiry"
+    rows = []
     if reason:
-        audit.set_actor(f"client:{client.client_id}")
-        audit.record(
-            state,
-            f"secret_used_in_{reason}",
-            client.client_id,
-            {"secret_id": secret.id, "expires_at": secret.expires_at.isoformat()},
+        rows.append(
+            audit.new_event(
+                state,
+                f"secret_used_in_{reason}",
+                client.client_id,
+                {"secret_id": secret.id, "expires_at": secret.expires_at.isoformat()},
+                actor=f"client:{client.client_id}",
+            )
         )
-    session.commit()
+
+    def work(session: Session) -> None:
+        for statement in statements:
+            session.execute(statement)
+        session.add_all(rows)
+
+    writes.write(state.db, work, wait_for_app=True)
     if reason:
         signals.outdated_secret_used.send(
             current_app._get_current_object(),  # type: ignore[attr-defined]

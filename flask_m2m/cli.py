@@ -1,10 +1,16 @@
-"""``flask m2m …``: manage clients and signing keys from the command line."""
+"""``flask m2m …``: manage clients and signing keys from the command line.
+
+Each command acts as ``cli:<user>`` and commits its change on ``db.session`` (rolled back if
+it fails), as :mod:`flask_m2m.lifecycle` asks of its callers.
+"""
 
 from __future__ import annotations
 
 import getpass
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -20,12 +26,27 @@ m2m_cli = AppGroup("m2m", help="Manage flask-m2m clients and signing keys.")
 
 
 def _state() -> M2MState:
+    return get_state()
+
+
+def _actor() -> str:
+    """``cli:<user>``: the principal of every audit row a command writes."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (e.g. in a container)
         user = "unknown"
-    audit.set_actor(f"cli:{user}")
-    return get_state()
+    return f"cli:{user}"
+
+
+@contextmanager
+def _committed(state: M2MState) -> Iterator[None]:
+    """Commit the block's work on ``db.session``; roll it back if the block raises."""
+    try:
+        yield
+        state.db.session.commit()
+    except BaseException:
+        state.db.session.rollback()
+        raise
 
 
 def _fail(exc: Exception) -> None:
@@ -71,20 +92,24 @@ def create_client(
 ) -> None:
     """Create a client and print its id and secret (shown only this once)."""
     secret = sys.stdin.readline().rstrip("\r\n") if secret_stdin else None
+    state = _state()
     try:
-        client, issued = lifecycle.create_client(
-            _state(),
-            name=name,
-            scopes=scope,
-            expires_in_days=expires_in_days,
-            rate_limit=rate_limit,
-            rate_limit_mode=rate_limit_mode,
-            dpop_bound_access_tokens=dpop_bound,
-            secret=secret,
-        )
+        with _committed(state):
+            client, issued = lifecycle.create_client(
+                state,
+                actor=_actor(),
+                name=name,
+                scopes=scope,
+                expires_in_days=expires_in_days,
+                rate_limit=rate_limit,
+                rate_limit_mode=rate_limit_mode,
+                dpop_bound_access_tokens=dpop_bound,
+                secret=secret,
+            )
+            data = dump_client_with_secret(client, issued)
     except InvalidClientData as exc:
         _fail(exc)
-    _print_secret(dump_client_with_secret(client, issued), as_json)
+    _print_secret(data, as_json)
 
 
 @m2m_cli.command("list-clients")
@@ -110,8 +135,10 @@ def list_clients(as_json: bool) -> None:
 
 
 def _set_disabled(client_id: str, disabled: bool) -> None:
+    state = _state()
     try:
-        lifecycle.set_disabled(_state(), client_id, disabled)
+        with _committed(state):
+            lifecycle.set_disabled(state, client_id, disabled, actor=_actor())
     except ClientNotFound as exc:
         _fail(exc)
     click.echo(f"{'Disabled' if disabled else 'Enabled'} {client_id}.")
@@ -136,10 +163,12 @@ def enable_client(client_id: str) -> None:
 @click.argument("setting", type=click.Choice(["on", "off"]))
 def set_dpop_bound(client_id: str, setting: str) -> None:
     """Require (on) or stop requiring (off) DPoP-bound tokens for a client (RFC 9449 §5.2)."""
+    state = _state()
     try:
-        lifecycle.update_client(
-            _state(), client_id, {"dpop_bound_access_tokens": setting == "on"}
-        )
+        with _committed(state):
+            lifecycle.update_client(
+                state, client_id, {"dpop_bound_access_tokens": setting == "on"}, actor=_actor()
+            )
     except ClientNotFound as exc:
         _fail(exc)
     status = "required" if setting == "on" else "optional"
@@ -150,8 +179,10 @@ def set_dpop_bound(client_id: str, setting: str) -> None:
 @click.argument("client_id")
 @click.confirmation_option(prompt="Delete this client for good?")
 def delete_client(client_id: str) -> None:
+    state = _state()
     try:
-        lifecycle.delete_client(_state(), client_id)
+        with _committed(state):
+            lifecycle.delete_client(state, client_id, actor=_actor())
     except ClientNotFound as exc:
         _fail(exc)
     click.echo(f"Deleted {client_id}.")
@@ -165,13 +196,16 @@ def delete_client(client_id: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def rotate_secret(client_id: str, grace_period: int, as_json: bool) -> None:
+    state = _state()
     try:
-        client, issued = lifecycle.rotate_secret(
-            _state(), client_id, grace_period_seconds=grace_period
-        )
+        with _committed(state):
+            client, issued = lifecycle.rotate_secret(
+                state, client_id, actor=_actor(), grace_period_seconds=grace_period
+            )
+            data = dump_client_with_secret(client, issued)
     except (ClientNotFound, InvalidClientData, SecretConflict) as exc:
         _fail(exc)
-    _print_secret(dump_client_with_secret(client, issued), as_json)
+    _print_secret(data, as_json)
 
 
 @m2m_cli.command("rotate-keys")
@@ -184,8 +218,10 @@ def rotate_keys() -> None:
         kid = state.keys.rotate()
     except ConfigurationError as exc:  # the keys come from M2M_SIGNING_KEYS
         _fail(exc)
-    audit.record(state, "keys_rotated", None, {"kid": kid})
-    state.db.session.commit()
+    with _committed(state):
+        audit.record(
+            state, "keys_rotated", None, {"kid": kid}, actor=_actor(), session=state.db.session
+        )
     signals.keys_rotated.send(current_app._get_current_object(), kid=kid)  # type: ignore[attr-defined]
     click.echo(f"New signing key {kid}; older keys stay in the JWKS until their tokens expire.")
 
@@ -209,8 +245,15 @@ def reencrypt_keys(as_json: bool) -> None:
         .select_from(model)
         .where(~model.secret_hash.startswith(state.secrets.prefix, autoescape=True))
     )
-    audit.record(state, "keys_reencrypted", None, {"reencrypted": changed})
-    state.db.session.commit()
+    with _committed(state):
+        audit.record(
+            state,
+            "keys_reencrypted",
+            None,
+            {"reencrypted": changed},
+            actor=_actor(),
+            session=state.db.session,
+        )
     result = {"reencrypted_keys": changed, "current_keys": current, "older_secret_hashes": older}
     if as_json:
         click.echo(json.dumps(result))
@@ -248,7 +291,7 @@ def prune(dry_run: bool, batch_size: int, as_json: bool) -> None:
     Safe to run from cron on several instances at once.
     """
     state = _state()
-    result = retention.prune(state, batch_size=batch_size, dry_run=dry_run)
+    result = retention.prune(state, batch_size=batch_size, actor=_actor(), dry_run=dry_run)
     if as_json:
         click.echo(json.dumps({**result.as_dict(), "dry_run": dry_run}))
         return

@@ -19,6 +19,7 @@ from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey, import_key
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from . import writes
 from .config import Settings
 from .credentials import derive_key
 from .errors import ConfigurationError
@@ -148,6 +149,8 @@ class KeyStore:
             model = self.models.signing_key
             rows = list(session.execute(select(model)).scalars())
             if not self._active(rows):
+                if writes.app_holds_write_lock(self.db):  # SQLite: waiting would deadlock
+                    raise writes.AppHoldsWriteLock()
                 self._insert(session, generate_key(self.settings.signing_alg))
                 rows = list(session.execute(select(model)).scalars())
             now = utcnow()

@@ -1,6 +1,18 @@
-"""Client life cycle: the one code path the CLI and the management API use to create, change,
-rotate, disable, enable and delete clients. Every change is checked against the configured
-policy, written with its audit row in one transaction, and announced by a signal."""
+"""Client life cycle: the one code path the CLI, the management API and host code use to
+create, change, rotate, disable, enable and delete clients. Every change is checked against
+the configured policy and added with its audit row to one session.
+
+Transaction rule: these functions add and flush their rows on ``session`` (default: the app's
+``db.session``) and never commit, roll back nor discard it: **the caller commits** (or rolls
+back), together with any work of its own in that session. Their signals are sent once that
+commit happens, never for a change rolled back. A function that raises one of its errors
+(``InvalidClientData``, ``ClientNotFound``, ``SecretConflict``) has changed nothing in the
+session (it may hold a row lock until the caller ends the transaction). Who acts is the
+keyword ``actor`` (``cli:<user>``, ``user:<name>``, ``client:<id>``...), written to the audit
+rows; there is no default. The management API uses a session of its own and commits it; the
+CLI and the example console commit ``db.session``. Reading functions (``get_client``,
+``list_clients``, ``list_secrets``) take the same ``session`` keyword.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm import Session, scoped_session
 
 from . import audit, signals
 from .credentials import (
@@ -26,6 +39,7 @@ from .credentials import (
 )
 from .errors import ClientNotFound, InvalidClientData, SecretConflict
 from .models import utcnow
+from .oncommit import send_on_commit
 from .pagination import Page, decode_cursor, fetch_page
 from .policy import (
     MAX_DAYS,
@@ -75,8 +89,16 @@ class IssuedSecret:
         }
 
 
+#: A session the functions below work in: ``db.session`` or one of the caller's own.
+AnySession = Session | scoped_session[Session]
+
+
 def _app() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
+def _session(state: M2MState, session: AnySession | None) -> Any:
+    return state.db.session if session is None else session
 
 
 # -- policy checks -----------------------------------------------------------------------------
@@ -239,14 +261,18 @@ def _check_imported_secret(secret: str) -> str:
 
 # -- secrets -----------------------------------------------------------------------------------
 def _new_secret(
-    state: M2MState, client_id: str, label: str | None, plaintext: str | None = None
+    state: M2MState,
+    session: AnySession,
+    client_id: str,
+    label: str | None,
+    plaintext: str | None = None,
 ) -> IssuedSecret:
-    """Add a secret row for ``client_id`` to the session."""
+    """Add a secret row for ``client_id`` to ``session``."""
     plaintext = plaintext or generate_client_secret(state.settings.client_secret_length)
     max_age = state.settings.secret_max_age_days
     expires_at = utcnow() + timedelta(days=max_age) if max_age else None
     secret_id = generate_secret_id()
-    state.db.session.add(
+    session.add(
         state.models.client_secret(
             id=secret_id,
             client_id=client_id,
@@ -259,11 +285,14 @@ def _new_secret(
     return IssuedSecret(client_id, secret_id, plaintext, expires_at)
 
 
-def list_secrets(state: M2MState, client_id: str) -> list[Any]:
+def list_secrets(
+    state: M2MState, client_id: str, *, session: AnySession | None = None
+) -> list[Any]:
     """The client's secrets that still work, oldest first (metadata only)."""
-    get_client(state, client_id)
+    session = _session(state, session)
+    get_client(state, client_id, session=session)
     model = state.models.client_secret
-    rows = state.db.session.execute(
+    rows = session.execute(
         select(model).where(model.client_id == client_id).order_by(model.created_at, model.id)
     ).scalars()
     now = utcnow()
@@ -271,12 +300,19 @@ def list_secrets(state: M2MState, client_id: str) -> list[Any]:
 
 
 def rotate_secret(
-    state: M2MState, client_id: str, *, grace_period_seconds: int = 0, label: str | None = None
+    state: M2MState,
+    client_id: str,
+    *,
+    actor: str,
+    grace_period_seconds: int = 0,
+    label: str | None = None,
+    session: AnySession | None = None,
 ) -> tuple[Any, IssuedSecret]:
     """Add a secret; every older one keeps working ``grace_period_seconds`` more at most.
 
-    Rotations of one client are serialised by a row lock, so each caller's secret is the
-    newest when it is returned and none is lost to a concurrent rotation.
+    Rotations of one client are serialised by a row lock, held until the caller commits, so
+    each caller's secret is the newest when it is committed and none is lost to a concurrent
+    rotation. The caller commits (see the module's transaction rule).
 
     :raises SecretConflict: (409) if the client would hold more than the allowed secrets.
     """
@@ -288,63 +324,81 @@ def rotate_secret(
             f"grace_period_seconds must be from 0 to {limit}.", field="grace_period_seconds"
         )
     _check_label(label, "label")
-    client = get_client(state, client_id, for_update=True)
+    session = _session(state, session)
+    client = get_client(state, client_id, for_update=True, session=session)
     model = state.models.client_secret
     now = utcnow()
     cutoff = now + timedelta(seconds=grace_period_seconds)
-    rows = state.db.session.execute(select(model).where(model.client_id == client_id)).scalars()
-    kept = 0
-    for row in rows:
-        if not row.is_valid(now) or grace_period_seconds == 0:
-            state.db.session.delete(row)
-            continue
+    rows = list(session.execute(select(model).where(model.client_id == client_id)).scalars())
+    retired = [row for row in rows if not row.is_valid(now) or grace_period_seconds == 0]
+    kept = [row for row in rows if row not in retired]
+    if len(kept) + 1 > state.settings.max_secrets_per_client:  # refused before any change
+        raise SecretConflict(
+            f"The client already holds {len(kept)} secrets in their grace period; the most "
+            f"is {state.settings.max_secrets_per_client}. Retire one, or rotate with no grace."
+        )
+    for row in retired:
+        session.delete(row)
+    for row in kept:
         if row.expires_at is None or row.expires_at > cutoff:
             row.expires_at = cutoff
-        kept += 1
-    if kept + 1 > state.settings.max_secrets_per_client:
-        state.db.session.rollback()
-        raise SecretConflict(
-            f"The client already holds {kept} secrets in their grace period; the most is "
-            f"{state.settings.max_secrets_per_client}. Retire one, or rotate with no grace."
-        )
-    issued = _new_secret(state, client_id, label)
+    issued = _new_secret(state, session, client_id, label)
     audit.record(
         state,
         "secret_rotated",
         client_id,
         {"secret_id": issued.secret_id, "grace_period_seconds": grace_period_seconds},
+        actor=actor,
+        session=session,
     )
-    state.db.session.commit()
-    signals.secret_rotated.send(
-        _app(), client_id=client_id, grace_period_seconds=grace_period_seconds
+    session.flush()
+    send_on_commit(
+        session,
+        signals.secret_rotated,
+        _app(),
+        client_id=client_id,
+        grace_period_seconds=grace_period_seconds,
     )
     return client, issued
 
 
-def delete_secret(state: M2MState, client_id: str, secret_id: str) -> None:
-    """Retire one secret at once.
+def delete_secret(
+    state: M2MState,
+    client_id: str,
+    secret_id: str,
+    *,
+    actor: str,
+    session: AnySession | None = None,
+) -> None:
+    """Retire one secret at once. The caller commits (see the module's transaction rule).
 
     :raises SecretConflict: (409) if it is the client's last working secret.
     """
-    get_client(state, client_id, for_update=True)
+    session = _session(state, session)
+    get_client(state, client_id, for_update=True, session=session)
     model = state.models.client_secret
-    row = state.db.session.get(model, secret_id) if CLIENT_ID_PATTERN.fullmatch(secret_id) else None
+    row = session.get(model, secret_id) if CLIENT_ID_PATTERN.fullmatch(secret_id) else None
     now = utcnow()
     if row is None or row.client_id != client_id or not row.is_valid(now):
         raise ClientNotFound(f"No secret {secret_id!r} for this client.")
-    others = [s for s in list_secrets(state, client_id) if s.id != secret_id]
+    others = [s for s in list_secrets(state, client_id, session=session) if s.id != secret_id]
     if not others:
         raise SecretConflict("This is the client's last secret; rotate it instead.")
-    state.db.session.delete(row)
-    audit.record(state, "secret_deleted", client_id, {"secret_id": secret_id})
-    state.db.session.commit()
-    signals.client_updated.send(_app(), client_id=client_id, changes=["secrets"])
+    session.delete(row)
+    audit.record(
+        state, "secret_deleted", client_id, {"secret_id": secret_id}, actor=actor, session=session
+    )
+    session.flush()
+    send_on_commit(
+        session, signals.client_updated, _app(), client_id=client_id, changes=["secrets"]
+    )
 
 
 # -- clients -----------------------------------------------------------------------------------
 def create_client(
     state: M2MState,
     *,
+    actor: str,
     name: str = "",
     scopes: str | list[str] | tuple[str, ...] = (),
     expires_in_days: int | None = None,
@@ -355,8 +409,10 @@ def create_client(
     dpop_bound_access_tokens: bool = False,
     secret: str | None = None,
     secret_label: str | None = None,
+    session: AnySession | None = None,
 ) -> tuple[Any, IssuedSecret]:
     """Create a client with its first secret; ``secret`` imports an existing one (hashed).
+    The caller commits (see the module's transaction rule).
 
     :returns: the client and its secret, whose plaintext is never stored nor shown again.
     """
@@ -376,44 +432,58 @@ def create_client(
         tokens_valid_after=0,
         created_at=utcnow(),
     )
-    state.db.session.add(client)
-    issued = _new_secret(state, client.client_id, secret_label, plaintext)
+    session = _session(state, session)
+    session.add(client)
+    issued = _new_secret(state, session, client.client_id, secret_label, plaintext)
     audit.record(
         state,
         "client_created",
         client.client_id,
         {"name": client.name, "scopes": client.scopes, "secret_id": issued.secret_id},
+        actor=actor,
+        session=session,
     )
-    state.db.session.commit()
-    signals.client_created.send(_app(), client_id=client.client_id, name=client.name)
+    session.flush()
+    send_on_commit(
+        session, signals.client_created, _app(), client_id=client.client_id, name=client.name
+    )
     return client, issued
 
 
-def get_client(state: M2MState, client_id: str, *, for_update: bool = False) -> Any:
-    """The client named ``client_id`` (locked for update when asked).
+def get_client(
+    state: M2MState,
+    client_id: str,
+    *,
+    for_update: bool = False,
+    session: AnySession | None = None,
+) -> Any:
+    """The client named ``client_id`` (locked for update, until the caller's transaction
+    ends, when asked).
 
     :raises ClientNotFound: if there is none.
     """
-    client = state.server.query_client(client_id)
+    session = _session(state, session)
+    model = state.models.client
+    found = isinstance(client_id, str) and CLIENT_ID_PATTERN.fullmatch(client_id)
+    client = session.get(model, client_id) if found else None
     if client is None:
         raise ClientNotFound(f"No client {client_id!r}.")
     if for_update:
-        _lock_for_write(state, client_id)
+        _lock_for_write(state, session, client_id)
         try:
-            state.db.session.refresh(client, with_for_update=True)
+            session.refresh(client, with_for_update=True)
         except InvalidRequestError:  # deleted meanwhile by a concurrent request
-            state.db.session.rollback()
+            session.expunge(client)
             raise ClientNotFound(f"No client {client_id!r}.") from None
     return client
 
 
-def _lock_for_write(state: M2MState, client_id: str) -> None:
+def _lock_for_write(state: M2MState, session: AnySession, client_id: str) -> None:
     """On SQLite, which has no row locks and ignores ``FOR UPDATE``, take the database's
     write lock now with a no-op update of the client's row. It is held until the change
     commits, so changes of other processes wait their turn (up to the driver's busy timeout)
     instead of acting on what they read before this one committed."""
     model = state.models.client
-    session = state.db.session
     if session.get_bind(mapper=model).dialect.name != "sqlite":
         return
     session.execute(
@@ -429,6 +499,7 @@ def list_clients(
     name_prefix: str | None = None,
     disabled: bool | None = None,
     expired: bool | None = None,
+    session: AnySession | None = None,
 ) -> Page:
     """Clients, oldest first, filtered, one page at a time (keyset pagination)."""
     model = state.models.client
@@ -456,7 +527,10 @@ def list_clients(
         is_expired = model.expired_condition(utcnow())
         query = query.where(is_expired if expired else ~is_expired)
     return fetch_page(
-        state.db.session, query, limit, lambda row: [row.created_at.isoformat(), row.client_id]
+        _session(state, session),
+        query,
+        limit,
+        lambda row: [row.created_at.isoformat(), row.client_id],
     )
 
 
@@ -464,8 +538,17 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> Any:
-    """Change the given fields (see :data:`UPDATABLE`); disabling revokes every token.
+def update_client(
+    state: M2MState,
+    client_id: str,
+    changes: dict[str, Any],
+    *,
+    actor: str,
+    session: AnySession | None = None,
+) -> Any:
+    """Change the given fields (see :data:`UPDATABLE`); disabling revokes every token. The
+    caller commits (see the module's transaction rule); with nothing to change, nothing is
+    written.
 
     Audit rows: ``client_disabled`` or ``client_enabled``, and ``client_updated`` with the
     other changed fields (old and new values).
@@ -473,7 +556,8 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
         raise InvalidClientData(f"Cannot change {', '.join(sorted(unknown))}.", field="_schema")
-    client = get_client(state, client_id, for_update=True)
+    session = _session(state, session)
+    client = get_client(state, client_id, for_update=True, session=session)
     checked: dict[str, tuple[str, Any]] = {}  # field -> (attribute, new value)
     for field, value in changes.items():
         if field == "name":
@@ -502,37 +586,58 @@ def update_client(state: M2MState, client_id: str, changes: dict[str, Any]) -> A
             diff[field] = {"from": _jsonable(shown[0]), "to": _jsonable(shown[1])}
             setattr(client, attribute, value)
     if not diff:
-        state.db.session.rollback()
-        return get_client(state, client_id)
+        return client
     if "disabled" in diff:
         if client.disabled:
             client.tokens_valid_after = math.ceil(time.time())
         event = "client_disabled" if client.disabled else "client_enabled"
-        audit.record(state, event, client_id, {"disabled": diff["disabled"]})
+        audit.record(
+            state, event, client_id, {"disabled": diff["disabled"]}, actor=actor, session=session
+        )
     others = {field: change for field, change in diff.items() if field != "disabled"}
     if others:
-        audit.record(state, "client_updated", client_id, others)
-    state.db.session.commit()
-    signals.client_updated.send(_app(), client_id=client_id, changes=sorted(diff))
+        audit.record(state, "client_updated", client_id, others, actor=actor, session=session)
+    session.flush()
+    send_on_commit(
+        session, signals.client_updated, _app(), client_id=client_id, changes=sorted(diff)
+    )
     return client
 
 
-def set_disabled(state: M2MState, client_id: str, disabled: bool) -> Any:
-    """Disable (and invalidate every outstanding token of) or enable a client."""
-    return update_client(state, client_id, {"disabled": disabled})
+def set_disabled(
+    state: M2MState,
+    client_id: str,
+    disabled: bool,
+    *,
+    actor: str,
+    session: AnySession | None = None,
+) -> Any:
+    """Disable (and invalidate every outstanding token of) or enable a client. The caller
+    commits (see the module's transaction rule)."""
+    return update_client(state, client_id, {"disabled": disabled}, actor=actor, session=session)
 
 
-def delete_client(state: M2MState, client_id: str) -> None:
-    """Delete a client with its secrets and stored tokens; its JWTs stop working too.
+def delete_client(
+    state: M2MState, client_id: str, *, actor: str, session: AnySession | None = None
+) -> None:
+    """Delete a client with its secrets and stored tokens; its JWTs stop working too. The
+    caller commits (see the module's transaction rule).
 
     The audit trail keeps a ``client_deleted`` row (with the client's name and scopes).
     """
-    client = get_client(state, client_id, for_update=True)
+    session = _session(state, session)
+    client = get_client(state, client_id, for_update=True, session=session)
     models = state.models
-    session = state.db.session
     for model in (models.client_secret, models.opaque_token, models.revoked_token):
         session.execute(delete(model).where(model.client_id == client_id))
-    audit.record(state, "client_deleted", client_id, {"name": client.name, "scopes": client.scopes})
+    audit.record(
+        state,
+        "client_deleted",
+        client_id,
+        {"name": client.name, "scopes": client.scopes},
+        actor=actor,
+        session=session,
+    )
     session.delete(client)
-    session.commit()
-    signals.client_deleted.send(_app(), client_id=client_id)
+    session.flush()
+    send_on_commit(session, signals.client_deleted, _app(), client_id=client_id)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from . import signals
 from .errors import ConfigurationError
@@ -163,7 +164,8 @@ class Metrics:
         query = select(func.max(model.created_at)).where(
             model.retired_at.is_(None), model.alg == self.state.settings.signing_alg
         )
-        created: datetime | None = self.state.db.session.execute(query).scalar()
+        with Session(self.state.db.engine) as session:  # never the app's session
+            created: datetime | None = session.execute(query).scalar()
         return created
 
 

@@ -42,7 +42,7 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import STRATEGIES, RateLimiter
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import audit, signals
+from . import audit, signals, writes
 from .errors import ConfigurationError
 from .policy import parse_rate_limit
 from .problems import problem
@@ -202,16 +202,16 @@ class RateLimits:
         if len(self._reported) > 10000:
             self._reported.clear()
         self._reported.add((client_id, window))
-        audit.record(
+        row = audit.new_event(
             self.state,
             "rate_limit_exceeded",
             client_id,
             {"limit": str(item), "mode": "enforce" if enforced else "log-only"},
+            actor=f"client:{client_id}",
         )
-        try:
-            self.state.db.session.commit()
+        try:  # in a transaction of its own, never the app's session
+            writes.write(self.state.db, lambda session: session.add(row), wait_for_app=True)
         except SQLAlchemyError as exc:  # bookkeeping only: the request goes on without it
-            self.state.db.session.rollback()
             current_app.logger.warning(
                 "flask-m2m: the rate_limit_exceeded audit row was not written (%s); "
                 "the request was served",

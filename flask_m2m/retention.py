@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, delete, func, inspect, select
 from sqlalchemy.orm import Session
 
-from . import audit
 from .models import utcnow
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ def prune(
     *,
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
-    actor: str | None = None,
+    actor: str = "system",
     dry_run: bool = False,
 ) -> PruneResult:
     """Delete expired tokens and secrets and, with ``M2M_AUDIT_RETENTION_DAYS``, old audit
@@ -80,8 +79,7 @@ def prune(
 
     :param now: the current time (timezone-aware; for tests), by default :func:`utcnow`.
     :param batch_size: most rows deleted per transaction.
-    :param actor: the principal named by the audit event (default: the ambient actor, see
-        :func:`flask_m2m.audit.set_actor`).
+    :param actor: the principal named by the audit event (the CLI gives ``cli:<user>``).
     :param dry_run: count what would be deleted, delete and record nothing.
     :raises ValueError: for a naive ``now`` or a ``batch_size`` below 1.
     """
@@ -114,7 +112,7 @@ def prune(
             counts[kind] = _delete(engine, model, condition, batch_size)
     result = PruneResult(**counts)
     if result.total and not dry_run:
-        _record(state, engine, actor or audit.actor(), result)
+        _record(state, engine, actor, result)
     return result
 
 

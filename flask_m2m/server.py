@@ -189,8 +189,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         )
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
-        if self.state.settings.token_format == "opaque":
-            self.state.db.session.commit()
+        # An opaque token was stored by TokenService.issue, in a transaction of its own.
         signals.token_issued.send(
             current_app._get_current_object(),  # type: ignore[attr-defined]
             client_id=request.client.client_id,

@@ -11,6 +11,10 @@ lifetime remains and it is neither revoked nor older than its client's ``tokens_
 Each process keeps its own such tokens, so under several workers a client holds up to one
 token per worker. A DPoP-bound token (RFC 9449) is handed back only for a proof of the same key,
 and only with the same claims from the app's ``token_claims`` hook.
+
+Every read and write here goes through a session of flask-m2m's own, never the app's
+``db.session`` (:mod:`flask_m2m.writes`): opaque tokens and revocations are committed in short
+transactions of their own before the response.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any
 from joserfc import jwt
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from . import writes
 from .config import Settings
 from .credentials import OPAQUE_TOKEN_PREFIX, generate_opaque_token, hash_token
 from .keys import KeyStore
@@ -81,11 +87,14 @@ class TokenService:
     ) -> dict[str, Any]:
         """Create a token for ``client`` and return the RFC 6749 §5.1 response members.
 
-        An opaque token is added to the session; the caller commits it. With
-        ``M2M_REUSE_TOKENS``, the client's last token for the same request may be returned.
+        An opaque token is stored (committed in a transaction of its own) before it is
+        returned. With ``M2M_REUSE_TOKENS``, the client's last token for the same request may
+        be returned.
 
         :param jkt: bind the token to this DPoP key thumbprint (RFC 9449 §6).
         :param extra_claims: more claims for a JWT (the app's ``token_claims`` hook).
+        :raises writes.AppHoldsWriteLock: for an opaque token, when the app's session holds
+            SQLite's write lock.
         """
         extra = json.dumps(extra_claims or {}, sort_keys=True, default=str)
         reuse_key = (
@@ -103,19 +112,18 @@ class TokenService:
         jti = secrets.token_urlsafe(16)
         if self.settings.token_format == "opaque":
             access_token = generate_opaque_token()
-            self.db.session.add(
-                self.models.opaque_token(
-                    token_hash=hash_token(access_token),
-                    jti=jti,
-                    client_id=client.client_id,
-                    scope=scope,
-                    audience=audience,
-                    issuer=issuer,
-                    issued_at=issued_at,
-                    expires_at=expires_at,
-                    jkt=jkt,
-                )
+            row = self.models.opaque_token(
+                token_hash=hash_token(access_token),
+                jti=jti,
+                client_id=client.client_id,
+                scope=scope,
+                audience=audience,
+                issuer=issuer,
+                issued_at=issued_at,
+                expires_at=expires_at,
+                jkt=jkt,
             )
+            writes.write(self.db, lambda session: session.add(row))
         else:
             key = self.keys.signing_key()
             header = {"alg": self.settings.signing_alg, "typ": "at+jwt", "kid": key.kid}
@@ -188,8 +196,13 @@ class TokenService:
             return self._find_opaque(token_string)
         return decode_jwt(token_string, self.keys.public_key)
 
+    def _session(self) -> Session:
+        """A session of flask-m2m's own for reads, so none touches the app's session."""
+        return Session(self.db.engine)
+
     def _find_opaque(self, token_string: str) -> AccessToken:
-        row = self.db.session.get(self.models.opaque_token, hash_token(token_string))
+        with self._session() as session:
+            row = session.get(self.models.opaque_token, hash_token(token_string))
         if row is None:
             raise TokenRejected("The access token is unknown.")
         return AccessToken(
@@ -227,18 +240,18 @@ class TokenService:
 
         :raises TokenRejected: if the token or its client no longer is valid.
         """
-        session = self.db.session
-        client = session.get(self.models.client, token.client_id)
-        if client is None or not client.is_active():
-            raise TokenRejected("The client of this access token is disabled or gone.")
-        if token.issued_at < client.tokens_valid_after:
-            raise TokenRejected("The access token has been revoked.")
-        if token.opaque:
-            model = self.models.opaque_token
-            revoked = session.scalar(select(model.revoked).where(model.jti == token.jti))
-            revoked = revoked is None or revoked  # a deleted row is as good as revoked
-        else:
-            revoked = session.get(self.models.revoked_token, token.jti) is not None
+        with self._session() as session:
+            client = session.get(self.models.client, token.client_id)
+            if client is None or not client.is_active():
+                raise TokenRejected("The client of this access token is disabled or gone.")
+            if token.issued_at < client.tokens_valid_after:
+                raise TokenRejected("The access token has been revoked.")
+            if token.opaque:
+                model = self.models.opaque_token
+                revoked = session.scalar(select(model.revoked).where(model.jti == token.jti))
+                revoked = revoked is None or revoked  # a deleted row is as good as revoked
+            else:
+                revoked = session.get(self.models.revoked_token, token.jti) is not None
         if revoked:
             raise TokenRejected("The access token has been revoked.")
 
@@ -293,27 +306,33 @@ class TokenService:
 
     # -- revoking --------------------------------------------------------------------------
     def revoke(self, token_string: str, token: AccessToken) -> None:
-        """Revoke ``token`` (RFC 7009 §2) and commit."""
+        """Revoke ``token`` (RFC 7009 §2), committed in a transaction of its own.
+
+        :raises writes.AppHoldsWriteLock: when the app's session holds SQLite's write lock.
+        """
         self._cache.pop(token_string, None)
         for key, issued in list(self._issued.items()):
             if issued.token.jti == token.jti:
                 self._issued.pop(key, None)
-        session = self.db.session
-        if not token.opaque:
-            model = self.models.revoked_token
-            expired = token_cutoff(self.settings.leeway, int(time.time()))
-            session.execute(delete(model).where(model.expires_at < expired))
-            if session.get(model, token.jti) is None:
-                row = model(jti=token.jti, client_id=token.client_id, expires_at=token.expires_at)
-                session.add(row)
-        else:
-            stored = session.get(self.models.opaque_token, hash_token(token_string))
-            if stored is not None:
-                stored.revoked = True
+
+        def work(session: Session) -> None:
+            if not token.opaque:
+                model = self.models.revoked_token
+                expired = token_cutoff(self.settings.leeway, int(time.time()))
+                session.execute(delete(model).where(model.expires_at < expired))
+                if session.get(model, token.jti) is None:
+                    session.add(
+                        model(jti=token.jti, client_id=token.client_id, expires_at=token.expires_at)
+                    )
+            else:
+                stored = session.get(self.models.opaque_token, hash_token(token_string))
+                if stored is not None:
+                    stored.revoked = True
+
         try:
-            session.commit()
+            writes.write(self.db, work)
         except IntegrityError:  # revoked concurrently by another request: same outcome
-            session.rollback()
+            pass
 
 
 def _response(access_token: str, expires_at: int, scope: str, jkt: str | None) -> dict[str, Any]:

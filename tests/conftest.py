@@ -118,9 +118,14 @@ def runner(app: Flask) -> FlaskCliRunner:
 
 
 def register(app: Flask, scopes: str = "read write", **kwargs: Any) -> dict[str, Any]:
-    """Create a client on ``app``; returns its id, plaintext secret and the model object."""
+    """Create a client on ``app`` (acting as ``system``, committed); returns its id, plaintext
+    secret and the model object."""
     with app.app_context():
-        model, issued = create_client(get_state(app), name="test", scopes=scopes, **kwargs)
+        state = get_state(app)
+        model, issued = create_client(
+            state, actor="system", name="test", scopes=scopes, **kwargs
+        )
+        state.db.session.commit()
         return {
             "client_id": model.client_id,
             "client_secret": issued.plaintext,

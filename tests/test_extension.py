@@ -359,7 +359,8 @@ def test_imported_secret_is_hashed_too(app: Flask) -> None:
     secret = "imported-" + "s" * 40
     with app.app_context():
         state = get_state(app)
-        _, issued = create_client(state, name="imp", scopes="read", secret=secret)
+        _, issued = create_client(state, actor="test", name="imp", scopes="read", secret=secret)
+        state.db.session.commit()
         assert issued.plaintext == secret
         row = state.db.session.get(state.models.client_secret, issued.secret_id)
         assert row.secret_hash.startswith("hmac-sha256$") and secret not in row.secret_hash

@@ -559,7 +559,9 @@ def test_metadata_must_be_strict_json(app: Flask, value: float) -> None:
     """NaN and Infinity are not JSON (RFC 8259 §6): the service refuses them before any
     database sees them (PostgreSQL's json type would fail with a 500)."""
     with app.app_context(), pytest.raises(flask_m2m.lifecycle.InvalidClientData) as refused:
-        flask_m2m.lifecycle.create_client(get_state(app), name="x", metadata={"n": value})
+        flask_m2m.lifecycle.create_client(
+            get_state(app), actor="test", name="x", metadata={"n": value}
+        )
     assert refused.value.field == "metadata"
 
 

@@ -146,11 +146,16 @@ def test_service_refuses_deep_and_cyclic_metadata(app: Flask) -> None:
         state = get_state(app)
         for metadata in (nested(MAX_METADATA_DEPTH + 1), nested(10_000), cyclic):
             with pytest.raises(InvalidClientData) as refused:
-                clients.create_client(state, name="x", metadata=metadata)
+                clients.create_client(state, actor="test", name="x", metadata=metadata)
             assert refused.value.field == "metadata"
-        client, _ = clients.create_client(state, name="x", metadata=nested(MAX_METADATA_DEPTH))
+        client, _ = clients.create_client(
+            state, actor="test", name="x", metadata=nested(MAX_METADATA_DEPTH)
+        )
+        state.db.session.commit()
         with pytest.raises(InvalidClientData):
-            clients.update_client(state, client.client_id, {"metadata": nested(970, "array")})
+            clients.update_client(
+                state, client.client_id, {"metadata": nested(970, "array")}, actor="test"
+            )
 
 
 @pytest.fixture

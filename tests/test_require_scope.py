@@ -308,9 +308,10 @@ def revoke_or_remove(app: Flask, action: str, credentials: dict[str, Any], token
         return
     with app.app_context():
         if action == "disable":
-            set_disabled(get_state(app), client_id, True)
+            set_disabled(get_state(app), client_id, True, actor="test")
         else:
-            delete_client(get_state(app), client_id)
+            delete_client(get_state(app), client_id, actor="test")
+        get_state(app).db.session.commit()
 
 
 ACTIONS = ["disable", "delete", "revoke"]
@@ -342,8 +343,10 @@ def test_reenabling_does_not_revive_old_tokens(
     assert client.get("/api/whoami", headers=bearer(old)).status_code == 200
     state = get_state(app)
     with app.app_context():
-        set_disabled(state, registered_client["client_id"], True)
-        set_disabled(state, registered_client["client_id"], False)
+        set_disabled(state, registered_client["client_id"], True, actor="test")
+        state.db.session.commit()
+        set_disabled(state, registered_client["client_id"], False, actor="test")
+        state.db.session.commit()
         row = state.db.session.get(state.models.client, registered_client["client_id"])
         assert row.disabled is False
     assert_invalid_token(client.get("/api/whoami", headers=bearer(old)))

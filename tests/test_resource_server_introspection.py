@@ -111,7 +111,8 @@ def test_revocation_is_seen_within_the_cache_bound(
         revoke(auth, creds, token)
     else:
         with auth.app.app_context():
-            set_disabled(get_state(auth.app), creds["client_id"], True)
+            set_disabled(get_state(auth.app), creds["client_id"], True, actor="test")
+            get_state(auth.app).db.session.commit()
     assert whoami(app, token).status_code == 200
     clock.advance(BOUND)
     assert_invalid_token(whoami(app, token))

@@ -254,7 +254,8 @@ def test_token_of_deleted_client(app: Flask, creds: dict[str, Any], issued: str)
     """RFC 6750 §3.1 / RFC 9068 §4: a token whose client no longer exists is invalid."""
     assert _whoami(app, issued).status_code == 200
     with app.app_context():
-        delete_client(get_state(app), creds["client_id"])
+        delete_client(get_state(app), creds["client_id"], actor="test")
+        get_state(app).db.session.commit()
     assert_invalid_token(_whoami(app, issued))
 
 

@@ -304,7 +304,10 @@ def test_valid_tokens_and_secrets_keep_working(
     creds = register(app)
     before = fetch_token(c, creds)
     with app.app_context():
-        _, issued = rotate_secret(get_state(app), creds["client_id"], grace_period_seconds=600)
+        _, issued = rotate_secret(
+            get_state(app), creds["client_id"], actor="test", grace_period_seconds=600
+        )
+        get_state(app).db.session.commit()
     seed(app, utcnow(), only=CLEAR_CUT)
     result = run_prune(app)
     assert result.total > 0

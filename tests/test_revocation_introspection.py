@@ -351,13 +351,15 @@ def test_introspect_disabled_client(
     re-enabled its tokens from before the disabling stay inactive while new ones are active."""
     token = fetch_token(client, registered_client)
     with app.app_context():
-        set_disabled(get_state(app), registered_client["client_id"], True)
+        set_disabled(get_state(app), registered_client["client_id"], True, actor="test")
+        get_state(app).db.session.commit()
     response = call(client, INTROSPECT_URL, registered_client, token=token)
     assert_error(response, 401, "invalid_client")
     assert introspect(client, other_client, token) == {"active": False}
     assert_refused(client, token)
     with app.app_context():
-        set_disabled(get_state(app), registered_client["client_id"], False)
+        set_disabled(get_state(app), registered_client["client_id"], False, actor="test")
+        get_state(app).db.session.commit()
     assert introspect(client, registered_client, token) == {"active": False}
     fresh = fetch_token(client, registered_client)
     assert introspect(client, registered_client, fresh)["active"] is True

@@ -349,11 +349,15 @@ def run_rotations(app: Flask, client_id: str, grace: int, n: int = 8) -> list[An
 
     def work() -> None:
         with app.app_context():
+            session = get_state(app).db.session
             barrier.wait()
             try:
-                results.append(rotate_secret(get_state(app), client_id,
-                                             grace_period_seconds=grace)[1])
+                issued = rotate_secret(get_state(app), client_id, actor="test",
+                                       grace_period_seconds=grace)[1]
+                session.commit()  # the caller commits, ending the rotation's row lock
+                results.append(issued)
             except Exception as exc:  # noqa: BLE001 - recorded and asserted on
+                session.rollback()
                 results.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(n)]

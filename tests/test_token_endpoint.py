@@ -201,13 +201,15 @@ def _break_client(app: Flask, creds: Creds, how: str) -> Creds:
     with app.app_context():
         state = get_state(app)
         if how == "disabled":
-            set_disabled(state, creds["client_id"], True)
+            set_disabled(state, creds["client_id"], True, actor="test")
+            state.db.session.commit()
         elif how == "expired":
             row = state.db.session.get(state.models.client, creds["client_id"])
             row.expires_at = utcnow() - timedelta(seconds=1)
             state.db.session.commit()
         elif how == "deleted":
-            delete_client(state, creds["client_id"])
+            delete_client(state, creds["client_id"], actor="test")
+            state.db.session.commit()
     return creds
 
 
@@ -268,7 +270,10 @@ def test_form_encoded_basic_credentials(app: Flask) -> None:
     holding '+', '/', ':' and '%' works when encoded (and a raw '+' would mean a space)."""
     secret = "a+b/c:d%e" + "x" * 40
     with app.app_context():
-        model, _ = create_client(get_state(app), name="encoded", scopes="read", secret=secret)
+        model, _ = create_client(
+            get_state(app), actor="test", name="encoded", scopes="read", secret=secret
+        )
+        get_state(app).db.session.commit()
         creds = {"client_id": model.client_id, "client_secret": secret}
     c = app.test_client()
     assert fetch_token(c, creds)
@@ -449,9 +454,9 @@ def test_signals(app: Flask, client: FlaskClient, registered_client: Creds) -> N
 @pytest.mark.parametrize(
     "change",
     [
-        lambda state, cid: set_disabled(state, cid, True),
-        lambda state, cid: rotate_secret(state, cid, grace_period_seconds=0),
-        lambda state, cid: delete_client(state, cid),
+        lambda state, cid: set_disabled(state, cid, True, actor="test"),
+        lambda state, cid: rotate_secret(state, cid, actor="test", grace_period_seconds=0),
+        lambda state, cid: delete_client(state, cid, actor="test"),
     ],
     ids=["disable", "rotate", "delete"],
 )
@@ -474,6 +479,7 @@ def test_change_takes_effect_at_once_in_this_process(
         event.listen(state.db.session, "after_flush", read_meanwhile)
         try:
             change(state, target["client_id"])
+            state.db.session.commit()  # the caller commits
         finally:
             event.remove(state.db.session, "after_flush", read_meanwhile)
     assert web.post("/m2m/token", data=GRANT, headers=headers).status_code == 401

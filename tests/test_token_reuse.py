@@ -91,7 +91,8 @@ def test_no_reuse_after_secret_rotation(reuse_app: Flask) -> None:
     client, creds = reuse_app.test_client(), register(reuse_app)
     first = request_token(client, creds, "read")["access_token"]
     with reuse_app.app_context():
-        _, issued = rotate_secret(get_state(reuse_app), creds["client_id"])
+        _, issued = rotate_secret(get_state(reuse_app), creds["client_id"], actor="test")
+        get_state(reuse_app).db.session.commit()
     rotated = {**creds, "client_secret": issued.plaintext}
     assert request_token(client, rotated, "read")["access_token"] != first
 
@@ -100,7 +101,8 @@ def test_no_reuse_after_disable_and_enable(reuse_app: Flask) -> None:
     client, creds = reuse_app.test_client(), register(reuse_app)
     first = request_token(client, creds, "read")["access_token"]
     with reuse_app.app_context():
-        set_disabled(get_state(reuse_app), creds["client_id"], True)
+        set_disabled(get_state(reuse_app), creds["client_id"], True, actor="test")
+        get_state(reuse_app).db.session.commit()
     response = client.post(
         "/m2m/token",
         data={"grant_type": "client_credentials", "scope": "read"},
@@ -108,7 +110,8 @@ def test_no_reuse_after_disable_and_enable(reuse_app: Flask) -> None:
     )
     assert response.status_code == 401
     with reuse_app.app_context():
-        set_disabled(get_state(reuse_app), creds["client_id"], False)
+        set_disabled(get_state(reuse_app), creds["client_id"], False, actor="test")
+        get_state(reuse_app).db.session.commit()
     second = request_token(client, creds, "read")["access_token"]
     assert second != first
     assert client.get("/api/read", headers=bearer(second)).status_code == 200

@@ -1,4 +1,10 @@
-"""Routes of the management API; each one is a thin layer over :mod:`flask_m2m.lifecycle`."""
+"""Routes of the management API; each one is a thin layer over :mod:`flask_m2m.lifecycle`.
+
+Each route works in a session of its own (:func:`flask_m2m.writes.own_session`), which it
+commits, or rolls back on error: the app's ``db.session`` is never used, so work the app has
+pending there is neither committed nor rolled back by a management call. The caller's
+principal is the ``actor`` of the audit rows.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
-from .. import audit, lifecycle
+from .. import audit, lifecycle, writes
 from ..credentials import CLIENT_ID_PATTERN
 from ..decorators import authenticate_request
 from ..errors import ClientNotFound
@@ -92,14 +99,14 @@ def _authorize() -> str:
 
 
 def managed(view: Callable[P, R]) -> Callable[P, R]:
-    """Authorize the caller, name it as the actor of any audit row the view writes, and
+    """Authorize the caller (the view names it as the actor with :func:`authorize`), and
     refuse a POST, PUT or PATCH whose body is not ``application/json`` (415): the one place
     of that rule, after authorization, so a caller who may not manage clients gets its
     401 or 403 instead."""
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        audit.set_actor(authorize())
+        authorize()
         if request.method in BODY_METHODS and not request.is_json:
             raise UnsupportedMediaType("Send the body as application/json.")
         return view(*args, **kwargs)
@@ -131,53 +138,80 @@ def _dump(schema: Any, obj: Any, status: int = 200) -> tuple[Response, int]:
     return jsonify(schema.dump(obj)), status
 
 
+def _reading() -> Session:
+    """A session of the API's own for a read (closed by the ``with`` block using it)."""
+    session: Session = get_state().db.session.session_factory()
+    return session
+
+
 @managed
 def create_client() -> tuple[Response, int]:
     data = ClientCreateSchema().load(_json_body())
-    client, issued = lifecycle.create_client(get_state(), **data)
-    return jsonify(dump_client_with_secret(client, issued)), 201
+    state = get_state()
+    with writes.own_session(state.db) as session:
+        client, issued = lifecycle.create_client(
+            state, actor=authorize(), session=session, **data
+        )
+        body = dump_client_with_secret(client, issued)
+    return jsonify(body), 201
 
 
 @managed
 def list_clients() -> tuple[Response, int]:
     query = ClientQuerySchema().load(request.args)
-    page = lifecycle.list_clients(get_state(), **query)
-    return _dump(ClientPageSchema(), {"clients": page.items, "next_cursor": page.next_cursor})
+    with _reading() as session:
+        page = lifecycle.list_clients(get_state(), session=session, **query)
+        return _dump(ClientPageSchema(), {"clients": page.items, "next_cursor": page.next_cursor})
 
 
 @managed
 def get_client(client_id: str) -> tuple[Response, int]:
-    return _dump(ClientSchema(), lifecycle.get_client(get_state(), client_id))
+    with _reading() as session:
+        return _dump(ClientSchema(), lifecycle.get_client(get_state(), client_id, session=session))
 
 
 @managed
 def update_client(client_id: str) -> tuple[Response, int]:
     changes = ClientUpdateSchema().load(_json_body())
-    return _dump(ClientSchema(), lifecycle.update_client(get_state(), client_id, changes))
+    state = get_state()
+    with writes.own_session(state.db) as session:
+        client = lifecycle.update_client(
+            state, client_id, changes, actor=authorize(), session=session
+        )
+        return _dump(ClientSchema(), client)
 
 
 @managed
 def delete_client(client_id: str) -> Response:
-    lifecycle.delete_client(get_state(), client_id)
+    state = get_state()
+    with writes.own_session(state.db) as session:
+        lifecycle.delete_client(state, client_id, actor=authorize(), session=session)
     return Response(status=204)
 
 
 @managed
 def add_secret(client_id: str) -> tuple[Response, int]:
     data = SecretCreateSchema().load(_json_body(empty={}))
-    client, issued = lifecycle.rotate_secret(get_state(), client_id, **data)
+    state = get_state()
+    with writes.own_session(state.db) as session:
+        _, issued = lifecycle.rotate_secret(
+            state, client_id, actor=authorize(), session=session, **data
+        )
     return jsonify(NewSecretSchema().dump(issued.as_dict())), 200
 
 
 @managed
 def list_secrets(client_id: str) -> tuple[Response, int]:
-    secrets = lifecycle.list_secrets(get_state(), client_id)
-    return _dump(SecretListSchema(), {"secrets": secrets})
+    with _reading() as session:
+        secrets = lifecycle.list_secrets(get_state(), client_id, session=session)
+        return _dump(SecretListSchema(), {"secrets": secrets})
 
 
 @managed
 def delete_secret(client_id: str, secret_id: str) -> Response:
-    lifecycle.delete_secret(get_state(), client_id, secret_id)
+    state = get_state()
+    with writes.own_session(state.db) as session:
+        lifecycle.delete_secret(state, client_id, secret_id, actor=authorize(), session=session)
     return Response(status=204)
 
 
@@ -187,14 +221,17 @@ def client_events(client_id: str) -> tuple[Response, int]:
         raise ClientNotFound(f"No client {client_id!r}.")
     query = EventQuerySchema().load(request.args)
     query["client_id"] = client_id
-    page = audit.list_events(get_state(), **query)
-    return _dump(EventPageSchema(), {"events": page.items, "next_cursor": page.next_cursor})
+    with _reading() as session:
+        page = audit.list_events(get_state(), session=session, **query)
+        return _dump(EventPageSchema(), {"events": page.items, "next_cursor": page.next_cursor})
 
 
 @managed
 def events() -> tuple[Response, int]:
-    page = audit.list_events(get_state(), **EventQuerySchema().load(request.args))
-    return _dump(EventPageSchema(), {"events": page.items, "next_cursor": page.next_cursor})
+    query = EventQuerySchema().load(request.args)
+    with _reading() as session:
+        page = audit.list_events(get_state(), session=session, **query)
+        return _dump(EventPageSchema(), {"events": page.items, "next_cursor": page.next_cursor})
 
 
 def openapi() -> Response:
