@@ -36,6 +36,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     parser.add_argument("--scope", default=None, help="scopes to ask for (default: all)")
     parser.add_argument("--api", default=None, help="API base URL (default: the issuer)")
+    parser.add_argument(
+        "--dpop", action="store_true",
+        help="DPoP-bound tokens (RFC 9449): a key made for this run proves every call",
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.interval < 0:
         parser.error("--count must be at least 1 and --interval not negative")
@@ -72,10 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     issuer = os.environ.get("M2M_ISSUER", DEFAULT_ISSUER).rstrip("/")
     credentials = ClientCredentials(
-        issuer=issuer, client_id=client_id, client_secret=client_secret, scope=args.scope
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        scope=args.scope,
+        dpop=args.dpop,
     )
     auth = ClientCredentialsAuth(credentials)
-    print(f"worker: client {client_id} at issuer {issuer}", flush=True)
+    bound = f", DPoP key {credentials.dpop.jkt}" if credentials.dpop else ""
+    print(f"worker: client {client_id} at issuer {issuer}{bound}", flush=True)
     try:
         with httpx.Client(base_url=args.api or issuer, auth=auth, timeout=10) as http:
             for n in range(1, args.count + 1):
