@@ -62,8 +62,7 @@ from flask_m2m import (
     lifecycle,
 )
 from flask_m2m.bodies import discard_unread_body
-from flask_m2m.credentials import CLIENT_ID_PATTERN
-from flask_m2m.policy import MAX_NAME_LENGTH, PAGE_SIZE
+from flask_m2m.policy import CLIENT_ID_PATTERN, MAX_NAME_LENGTH, PAGE_SIZE
 from flask_m2m.state import M2MState
 
 from . import db

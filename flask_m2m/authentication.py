@@ -27,8 +27,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import audit, signals, writes
-from .credentials import CLIENT_ID_PATTERN
 from .models import utcnow
+from .policy import CLIENT_ID_PATTERN
 
 if TYPE_CHECKING:
     from .state import M2MState

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import string
 from collections.abc import Sequence
@@ -27,8 +26,6 @@ OPAQUE_TOKEN_PREFIX = "m2mat_"
 HASH_SCHEME = "hmac-sha256$"
 
 _ALPHABET = string.ascii_letters + string.digits
-#: What a well-formed client id looks like; anything else is refused before a database query.
-CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: Shortest secret that may be imported.
 MIN_IMPORTED_SECRET_LENGTH = 32
 #: Longest secret accepted anywhere (longer input is refused without hashing it).

@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session, scoped_session
 
 from . import audit, signals
 from .credentials import (
-    CLIENT_ID_PATTERN,
     MAX_SECRET_LENGTH,
     MIN_IMPORTED_SECRET_LENGTH,
     generate_client_id,
@@ -42,6 +41,7 @@ from .models import utcnow
 from .oncommit import send_on_commit
 from .pagination import Page, decode_cursor, fetch_page
 from .policy import (
+    CLIENT_ID_PATTERN,
     MAX_DAYS,
     MAX_LABEL_LENGTH,
     MAX_METADATA_DEPTH,

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
+#: What a well-formed client id looks like; anything else is refused before a database query.
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: The client authentication methods of the token, revocation and introspection endpoints.
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 #: What a client's token-endpoint limit does: refuse (429), or only count and report.

@@ -17,9 +17,8 @@ from flask import request as flask_request
 from . import signals
 from .authentication import CredentialsCache, client_secret_basic, client_secret_post
 from .binding import NonceRequired, ProofError, check_request_proof
-from .credentials import CLIENT_ID_PATTERN
 from .errors import ConfigurationError, TokenRefused
-from .policy import AUTH_METHODS, SCOPE_TOKEN
+from .policy import AUTH_METHODS, CLIENT_ID_PATTERN, SCOPE_TOKEN
 
 if TYPE_CHECKING:
     from .state import M2MState

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
 from .. import audit, lifecycle, writes
-from ..credentials import CLIENT_ID_PATTERN
 from ..decorators import authenticate_request
 from ..errors import ClientNotFound
+from ..policy import CLIENT_ID_PATTERN
 from ..state import get_state
 from .openapi import Route, openapi_document
 from .schemas import (
