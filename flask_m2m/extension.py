@@ -114,6 +114,7 @@ class M2M:
             app,
             metadata_path(own) if own and is_absolute_uri(own) else WELL_KNOWN,
             lambda: (state.audience(), state.issuer()),
+            settings.dpop_signing_algs,
         )
         if settings.management_enabled:
             from .management import create_management_blueprint
