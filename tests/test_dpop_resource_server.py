@@ -104,7 +104,9 @@ def test_rejections(auth: AuthServer, service: Callable[..., Flask]) -> None:
     assert get(app, token, proof).get_json()["error"] == "invalid_dpop_proof"
 
 
-def test_unbound_token_with_the_dpop_scheme(auth: AuthServer, service: Callable[..., Flask]) -> None:
+def test_unbound_token_with_the_dpop_scheme(
+    auth: AuthServer, service: Callable[..., Flask]
+) -> None:
     app, key = service(), JoseKey()
     token = auth.token(register(auth.app, "inventory:read"), "inventory:read")
     response = get(app, token, key.proof("GET", ITEMS, token))
