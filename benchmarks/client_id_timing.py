@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3000)
     args = parser.parse_args()
 
-    from conftest import make_app, register
+    from helpers.apps import make_app, register
 
     with tempfile.TemporaryDirectory() as folder:
         app, _ = make_app(f"sqlite:///{folder}/timing.db", RATELIMIT_ENABLED=False)

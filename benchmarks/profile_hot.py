@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from tests.conftest import basic_auth, bearer, fetch_token, make_app, register  # noqa: E402
+from helpers.apps import fetch_token, make_app, register  # noqa: E402
+from helpers.http import basic_auth, bearer  # noqa: E402
 
 
 def main() -> None:

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from helpers.apps import fetch_token, make_app, register
+from helpers.http import basic_auth, bearer
 
 from flask_m2m import get_state
 from flask_m2m.decorators import authenticate_request
-from tests.conftest import basic_auth, bearer, fetch_token, make_app, register
 
 pytest.importorskip("pytest_benchmark")
 
@@ -80,7 +81,7 @@ def fleet(tmp_path: Any) -> Iterator[tuple[Flask, Flask, str]]:
     """The authorization server over HTTP, the example inventory trusting it (a
     ``ResourceServer``), and a token for the inventory's audience."""
     from example.inventory import create_app
-    from tests.conftest import LiveServer
+    from tests.helpers.http import LiveServer
 
     for auth in _app(tmp_path, M2M_TOKEN_RATE_LIMIT=NEVER, M2M_ISSUER=None, M2M_AUDIENCE=INVENTORY):
         server = LiveServer(auth)

@@ -21,10 +21,12 @@ from .ratelimit import RateLimits
 from .replay import replay_store
 from .resource_metadata import WELL_KNOWN, add_metadata_route, is_absolute_uri, metadata_path
 from .server import Server
-from .state import EXTENSION_KEY, M2MState, get_state
+from .state import EXTENSION_KEY as EXTENSION_KEY
+from .state import M2MState as M2MState
+from .state import get_state as get_state
 from .tokens import TokenService
 
-__all__ = ["EXTENSION_KEY", "M2M", "M2MState", "get_state"]
+__all__ = ["M2M"]
 
 #: A ``token_claims`` hook: ``(client, scope) -> claims to add`` (or None).
 ClaimsHook = Callable[[Any, str], Mapping[str, Any] | None]

@@ -10,9 +10,10 @@ from typing import Any
 import jwt  # PyJWT, only to read token headers
 import pytest
 from click.testing import Result
-from conftest import basic_auth, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from helpers.apps import fetch_token, register
+from helpers.http import basic_auth
 
 from flask_m2m.extension import get_state
 
@@ -246,6 +247,7 @@ def test_rotate_secret_grace_period(runner: FlaskCliRunner, client: FlaskClient)
     assert token_status(client, cid, new) == 401
 
 
+@pytest.mark.real_keys
 def test_rotate_keys(runner: FlaskCliRunner, client: FlaskClient, app: Flask) -> None:
     """``rotate-keys`` publishes a new kid in the JWKS (RFC 7517 §5), keeps the old one for
     outstanding tokens, and new tokens are signed with the new key."""

@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import basic_auth, register
 from flask import Flask
+from helpers.apps import register
+from helpers.http import basic_auth
 from sqlalchemy import event
 
 from flask_m2m.credentials import SecretHasher

@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from conftest import RATELIMIT_STORAGE_URI, LiveServer, basic_auth, make_app, register
-from console_app import console_app
 from flask import Flask, request
+from helpers.apps import RATELIMIT_STORAGE_URI, close_app, make_app, register
+from helpers.console import console_app
+from helpers.http import LiveServer, basic_auth
 
 from example import worker
 from flask_m2m import signals
@@ -115,10 +116,7 @@ def _foreign_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
     yield served
     server.stop()
     signals.token_issued.disconnect(served._on_issued, sender=app)
-    with app.app_context():
-        db.session.remove()
-        db.drop_all()
-        db.engine.dispose()
+    close_app(app, db, drop_tables=True)
 
 
 @pytest.fixture
@@ -382,6 +380,7 @@ def test_secret_and_token_never_logged(served: Served, caplog: pytest.LogCapture
         assert text not in repr(creds) + repr(bad)
 
 
+@pytest.mark.slow
 def test_works_without_httpx(served: Served) -> None:
     """With only requests installed the module imports, and the requests flavour works."""
     client = served.register()
@@ -428,6 +427,7 @@ def _worker(served: Served, secret: str, client_id: str, *args: str) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_worker(served: Served) -> None:
     client = served.register()
     done = _worker(

@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import make_app
-from gunicorn_servers import (
+from helpers.apps import close_app, make_app
+from helpers.servers import (
     Gunicorn,
     create_client_cli,
     example_env,
     gunicorn_servers,
     jwt_part,
 )
+
+pytestmark = pytest.mark.slow
 
 DATABASE_URL = os.environ.get("M2M_TEST_DATABASE_URL", "")
 RATELIMIT_STORAGE_URI = os.environ.get("M2M_TEST_REDIS_URL", "memory://")
@@ -47,9 +49,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with app.app_context():
         db.engine.dispose()
     yield DATABASE_URL
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    close_app(app, db, drop_tables=True)
 
 
 @pytest.fixture
@@ -71,18 +71,25 @@ def server(database: str, tmp_path: Path) -> Iterator[tuple[Gunicorn, dict[str, 
 
 
 def in_parallel(calls: list[Callable[[requests.Session], requests.Response]]) -> list[Any]:
-    """Run every call at once (one HTTP session per thread); the responses, in order."""
+    """Run every call at once (one HTTP session per thread, all closed after); the responses,
+    in order."""
     local = threading.local()
     barrier = threading.Barrier(min(THREADS, len(calls)))
+    sessions: list[requests.Session] = []
 
     def run(call: Callable[[requests.Session], requests.Response]) -> requests.Response:
         if not hasattr(local, "session"):
             local.session = requests.Session()
+            sessions.append(local.session)
             barrier.wait(timeout=30)  # start together
         return call(local.session)
 
-    with ThreadPoolExecutor(THREADS) as pool:
-        return list(pool.map(run, calls))
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            return list(pool.map(run, calls))
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def token_response(server: Gunicorn, client: dict[str, Any], **data: str) -> requests.Response:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import RATELIMIT_STORAGE_URI, LiveServer, basic_auth, bearer, fetch_token, register
-from console_app import (
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers.apps import RATELIMIT_STORAGE_URI, fetch_token, register
+from helpers.console import (
     ADMIN,
     PASSWORD,
     PASSWORD_HASH,
@@ -26,8 +28,7 @@ from console_app import (
     login,
     post_form,
 )
-from flask import Flask
-from flask.testing import FlaskClient
+from helpers.http import LiveServer, basic_auth, bearer
 from werkzeug.security import generate_password_hash
 
 from example.console import LOGIN_FAILURES_ALLOWED, new_admin_password
@@ -354,6 +355,7 @@ def test_concurrent_wrong_logins_throttled(
         assert 1 <= len(checked) <= LOGIN_FAILURES_ALLOWED
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     RATELIMIT_STORAGE_URI == "memory://",
     reason="needs a shared storage (M2M_TEST_REDIS_URL): memory counts are per app",

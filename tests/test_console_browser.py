@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import LiveServer
-from console_app import ADMIN, PASSWORD, SECRET_PATTERN, console_app
+from helpers.console import ADMIN, PASSWORD, SECRET_PATTERN, console_app
+from helpers.http import LiveServer
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -13,8 +13,9 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import LiveServer, fetch_token, register
 from flask import Flask
+from helpers.apps import fetch_token, register
+from helpers.http import LiveServer
 from joserfc import jwt as jose_jwt
 
 from flask_m2m.extension import get_state

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import register
+from helpers.apps import close_app, register
 
 
 @pytest.fixture
@@ -49,7 +49,4 @@ def test_instance_files_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert mode(instance / "secret_key") == 0o600
         assert mode(instance / "admin_password_hash") == 0o600
     finally:
-        with app.app_context():
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
+        close_app(app, db, drop_tables=True)

@@ -9,10 +9,11 @@ from typing import Any
 
 import jwt  # PyJWT, only to read token headers
 import pytest
-from conftest import DATABASE_URL, bare_app, basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
+from helpers.apps import DATABASE_URL, bare_app, close_app, fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import inspect
 
 from flask_m2m import (
@@ -58,10 +59,7 @@ def build() -> Iterator[Build]:
 
     yield make
     for app, db in reversed(made):
-        with app.app_context():
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
+        close_app(app, db, drop_tables=True)
 
 
 def create_tables(app: Flask, db: SQLAlchemy) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import fetch_token, register
 from flask import Flask
+from helpers.apps import fetch_token, register
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -17,8 +17,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
-from joserfc.jwk import OctKey, RSAKey
-from resource_servers import (
+from helpers.resource_servers import (
     INVENTORY,
     Clock,
     assert_invalid_token,
@@ -26,6 +25,7 @@ from resource_servers import (
     protector,
     whoami,
 )
+from joserfc.jwk import OctKey, RSAKey
 from werkzeug.serving import make_server
 
 from flask_m2m.jwks import parse_jwk_set

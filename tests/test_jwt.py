@@ -11,8 +11,9 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import basic_auth, bearer, fetch_token, make_app, register
 from flask import Flask
+from helpers.apps import fetch_token, make_app, register
+from helpers.http import basic_auth, bearer
 from joserfc.jwk import ECKey
 from sqlalchemy import select, update
 
@@ -113,6 +114,7 @@ def test_audience_setting(app_factory: Callable[..., Flask], live_server_factory
     assert _whoami(app, token).status_code == 200
 
 
+@pytest.mark.real_keys
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
 def test_signing_algorithms_verify_with_pyjwt(
     app_factory: Callable[..., Flask], live_server_factory: Any, alg: str
@@ -136,6 +138,7 @@ def test_signing_algorithms_verify_with_pyjwt(
     assert response.get_json()["client_id"] == creds["client_id"]
 
 
+@pytest.mark.real_keys
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
 def test_jwks_publishes_public_members_only(app_factory: Callable[..., Flask], alg: str) -> None:
     """RFC 7517 §4 / §5 (kid, kty, use "sig", alg on every key; no private member, §9.1)."""
@@ -155,6 +158,7 @@ def test_jwks_publishes_public_members_only(app_factory: Callable[..., Flask], a
         assert not set(PRIVATE_MEMBERS) & set(key), key
 
 
+@pytest.mark.real_keys
 def test_signing_keys_stored_encrypted(app: Flask, registered_client: dict[str, Any]) -> None:
     """RFC 7516 §7.1: the private JWK is stored as a JWE compact serialization; no private
     member value is stored in clear (RFC 7517 §9.1)."""
@@ -212,6 +216,7 @@ def _retire(app: Flask, kid: str, ago: timedelta) -> None:
         state.db.session.commit()
 
 
+@pytest.mark.real_keys
 def test_rotate_keys(app: Flask, registered_client: dict[str, Any]) -> None:
     """RFC 7517 §5 / RFC 9068 §4: after rotation both the old and the new key are published
     and both tokens validate; a key retired longer than the retention ago is unpublished, one
@@ -243,6 +248,7 @@ def test_rotate_keys(app: Flask, registered_client: dict[str, Any]) -> None:
     assert _whoami(app, token_b).status_code == 200
 
 
+@pytest.mark.real_keys
 def test_instances_on_one_database_share_keys(
     app_factory: Callable[..., Flask], shared_database_url: str
 ) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from conftest import SECRET_KEY, basic_auth, bearer, fetch_token, register
 from flask import Blueprint, Flask
-from gunicorn_servers import Gunicorn, create_client_cli, example_env, gunicorn_servers, poll
+from helpers.apps import SECRET_KEY, fetch_token, register
+from helpers.http import basic_auth, bearer
+from helpers.servers import Gunicorn, create_client_cli, example_env, gunicorn_servers, poll
 
 from flask_m2m.bodies import discard_body, discard_unread_body
 from flask_m2m.errors import ConfigurationError
@@ -264,6 +265,7 @@ def rounds(send: Callable[..., Any], url: str, admin: dict[str, Any]) -> None:
         assert status == 200, body
 
 
+@pytest.mark.slow
 def test_requests_session_keeps_its_connection(served: tuple[Gunicorn, Any, Path]) -> None:
     """A ``requests.Session``: every refused 1 MB request is followed by a request that
     succeeds on the same connection; all 80 requests used one connection (one client
@@ -281,6 +283,7 @@ def test_requests_session_keeps_its_connection(served: tuple[Gunicorn, Any, Path
     assert len(logged_ports(access, marker)) == 1
 
 
+@pytest.mark.slow
 def test_httpx_client_keeps_its_connection(served: tuple[Gunicorn, Any, Path]) -> None:
     """The same with an ``httpx.Client`` (its own connection pool)."""
     server, admin, access = served

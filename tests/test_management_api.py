@@ -8,9 +8,10 @@ from typing import Any
 
 import jwt  # PyJWT, only to read token claims
 import pytest
-from conftest import basic_auth, bearer, fetch_token, register
 from flask import Flask, abort, request, session
 from flask.testing import FlaskClient
+from helpers.apps import fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 

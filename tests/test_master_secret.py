@@ -13,8 +13,9 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import bare_app, basic_auth, bearer, register
 from flask import Flask
+from helpers.apps import bare_app, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import select, update
 
 from flask_m2m import M2M
@@ -60,6 +61,7 @@ def _reencrypt(app: Flask) -> dict[str, int]:
     return data
 
 
+@pytest.mark.real_keys
 @pytest.mark.parametrize("via_secret_key", [False, True], ids=["m2m-keys", "flask-keys"])
 def test_rotation_end_to_end(
     app_factory: Callable[..., Flask], shared_database_url: str, via_secret_key: bool

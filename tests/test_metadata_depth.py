@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import bearer, fetch_token, register
-from console_app import console_app, login, post_form
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import fetch_token, register
+from helpers.console import console_app, login, post_form
+from helpers.http import bearer
 
 from flask_m2m import lifecycle as clients
 from flask_m2m.errors import InvalidClientData

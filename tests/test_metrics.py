@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import basic_auth, bearer, fetch_token, register
 from flask import Flask
-from gunicorn_servers import create_client_cli, example_env, gunicorn_servers
+from helpers.apps import fetch_token, register
+from helpers.http import basic_auth, bearer
+from helpers.servers import create_client_cli, example_env, gunicorn_servers
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +120,7 @@ def gunicorn_with_metrics(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str,
         yield server.url, metrics_dir, client
 
 
+@pytest.mark.slow
 def test_metrics_summed_over_gunicorn_workers(
     gunicorn_with_metrics: tuple[str, Path, dict[str, Any]],
 ) -> None:

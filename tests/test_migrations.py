@@ -21,9 +21,10 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
-from conftest import DATABASE_URL, bare_app, bearer, fetch_token, register
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers.apps import DATABASE_URL, bare_app, close_app, fetch_token, register
+from helpers.http import bearer
 
 import flask_m2m.migrations
 from flask_m2m import M2M, current_token, require_scope
@@ -90,7 +91,7 @@ INI_LINES = (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database: a SQLite file, or a new PostgreSQL database (dropped after)."""
     if request.param == "sqlite":
@@ -137,9 +138,7 @@ def table_names(app: Flask, db: SQLAlchemy) -> set[str]:
 
 
 def dispose(app: Flask, db: SQLAlchemy) -> None:
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    close_app(app, db)
 
 
 @dataclass
@@ -191,6 +190,7 @@ def project(tmp_path: Path, empty_database: str) -> Iterator[Project]:
     assert shipped_revisions() == before, "a revision was written into the package"
 
 
+@pytest.mark.slow
 def test_upgrade_gives_the_models_schema_and_flask_m2m_works(project: Project) -> None:
     heads = project.flask("db", "heads").stdout
     assert "m2m_0002 (flask_m2m) (head)" in heads
@@ -209,6 +209,7 @@ def test_upgrade_gives_the_models_schema_and_flask_m2m_works(project: Project) -
         dispose(app, db)
 
 
+@pytest.mark.slow
 def test_downgrade_removes_the_tables(project: Project) -> None:
     app, db = m2m_app(project.database_url)
     try:
@@ -224,6 +225,7 @@ def test_downgrade_removes_the_tables(project: Project) -> None:
         dispose(app, db)
 
 
+@pytest.mark.slow
 def test_app_autogenerate_leaves_the_m2m_tables_alone(project: Project) -> None:
     own_before = project.app_revisions()
     # Without --head, Alembic refuses (two heads) rather than writing into the package.

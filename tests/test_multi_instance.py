@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import make_app
-from gunicorn_servers import (
+from helpers.apps import close_app, make_app
+from helpers.servers import (
     Gunicorn,
     create_client_cli,
     example_env,
@@ -30,11 +30,14 @@ from gunicorn_servers import (
 DATABASE_URL = os.environ.get("M2M_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("M2M_TEST_REDIS_URL", "")
 
-pytestmark = pytest.mark.skipif(
-    not DATABASE_URL.startswith("postgresql") or not REDIS_URL.startswith("redis"),
-    reason="several instances need a shared PostgreSQL and Redis: set M2M_TEST_DATABASE_URL "
-    "(postgresql+psycopg://...) and M2M_TEST_REDIS_URL (redis://...)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not DATABASE_URL.startswith("postgresql") or not REDIS_URL.startswith("redis"),
+        reason="several instances need a shared PostgreSQL and Redis: set M2M_TEST_DATABASE_URL "
+        "(postgresql+psycopg://...) and M2M_TEST_REDIS_URL (redis://...)",
+    ),
+]
 
 ISSUER = "https://auth.multi.test"
 #: M2M_STATE_CACHE_SECONDS and M2M_KEY_REFRESH_SECONDS of both instances.
@@ -104,9 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         a = start(env)  # A makes the first signing key; B starts once it exists
         b = start(env)
         yield Cluster(a, b, env, admin)
-    with app.app_context():
-        db.drop_all()
-        db.engine.dispose()
+    close_app(app, db, drop_tables=True)
 
 
 def token_at(server: Gunicorn, client_id: str, secret: str) -> requests.Response:

@@ -11,8 +11,8 @@ import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session as AuthlibSession
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
-from conftest import register
 from flask import Flask
+from helpers.apps import register
 from oauthlib.oauth2 import BackendApplicationClient
 from requests_oauthlib import OAuth2Session as OAuthlibSession
 

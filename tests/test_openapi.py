@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import DATABASE_URL, SECRET_KEY, bearer, fetch_token, register
 from flask import Flask
+from helpers.apps import DATABASE_URL, SECRET_KEY, close_app, fetch_token, register
+from helpers.http import bearer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
@@ -49,10 +50,7 @@ def example_app(tmp_path: Path) -> Any:
     yield app, bearer(fetch_token(app.test_client(), admin))
     from example import db
 
-    with app.app_context():
-        db.session.remove()
-        db.drop_all()
-        db.engine.dispose()
+    close_app(app, db, drop_tables=True)
 
 
 def test_document_validates(app: Flask) -> None:

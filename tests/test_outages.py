@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import basic_auth, bearer, register
 from flask import Flask
-from gunicorn_servers import free_port
+from helpers.apps import register
+from helpers.http import basic_auth, bearer
+from helpers.servers import free_port
 
 from flask_m2m import lifecycle as clients
 from flask_m2m.extension import get_state
@@ -175,6 +176,7 @@ def _until(check: Callable[[], bool], seconds: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_database_outage_gives_503_everywhere_and_recovers(
     postgres: PrivatePostgres, app_factory: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -225,6 +227,7 @@ def _limited_app(factory: Callable[..., Flask], redis_url: str, **config: Any) -
     return factory(RATELIMIT_STORAGE_URI=redis_url, M2M_TOKEN_RATE_LIMIT="3/minute", **config)
 
 
+@pytest.mark.slow
 def test_redis_outage_fails_open_by_default(
     redis_server: PrivateRedis, app_factory: Callable[..., Flask]
 ) -> None:
@@ -258,6 +261,7 @@ def _token_counted_in(counters: redis.Redis, web: Any, creds: dict[str, str]) ->
     return False
 
 
+@pytest.mark.slow
 def test_redis_outage_fails_closed_when_configured(
     redis_server: PrivateRedis, app_factory: Callable[..., Flask]
 ) -> None:

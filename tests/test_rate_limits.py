@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import RATELIMIT_STORAGE_URI, basic_auth, bearer, fetch_token, make_app, register
 from flask import Flask, abort, g, request
 from flask.testing import FlaskClient
+from helpers.apps import RATELIMIT_STORAGE_URI, fetch_token, make_app, register
+from helpers.http import basic_auth, bearer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 

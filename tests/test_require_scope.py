@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import event
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.test import TestResponse

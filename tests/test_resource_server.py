@@ -15,11 +15,12 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import bearer, register
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask
-from resource_servers import (
+from helpers.apps import register
+from helpers.http import bearer
+from helpers.resource_servers import (
     INVENTORY,
     JWKS_PATH,
     METADATA_PATH,

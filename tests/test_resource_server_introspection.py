@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import basic_auth, register
 from flask import Flask
-from resource_servers import (
+from helpers.apps import register
+from helpers.http import basic_auth
+from helpers.resource_servers import (
     INTROSPECT_PATH,
     JWKS_PATH,
     AuthServer,

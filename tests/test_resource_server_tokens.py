@@ -14,10 +14,11 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import bearer, fetch_token, register
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
+from helpers.apps import fetch_token, register
+from helpers.http import bearer
 
 import flask_m2m.tokens
 from flask_m2m.extension import get_state

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bare_app, basic_auth, bearer, fetch_token, make_app, register
 from flask import Flask
 from flask.testing import FlaskClient
-from gunicorn_servers import example_env, flask_cli
+from helpers.apps import bare_app, close_app, fetch_token, make_app, register
+from helpers.http import basic_auth, bearer
+from helpers.servers import example_env, flask_cli
 from sqlalchemy import select
 
 import flask_m2m.tokens
@@ -430,6 +431,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield DATABASE_URL
 
 
+@pytest.mark.slow
 def test_parallel_cli_prunes(database: str) -> None:
     """Two ``flask m2m prune --json`` processes of the example app at once, as cron on two
     instances would start them: both succeed, each prints one JSON object, the counts add up
@@ -455,6 +457,4 @@ def test_parallel_cli_prunes(database: str) -> None:
         events = pruned_events(app)
         assert len(events) == sum(1 for out in outputs if any(out[kind] for kind in KINDS))
     finally:
-        with app.app_context():
-            db.drop_all()
-            db.engine.dispose()
+        close_app(app, db, drop_tables=True)

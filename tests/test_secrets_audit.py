@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import DATABASE_URL, basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import DATABASE_URL, fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import event, select
 
 from flask_m2m import signals
@@ -369,6 +370,7 @@ def run_rotations(app: Flask, client_id: str, grace: int, n: int = 8) -> list[An
     return results
 
 
+@pytest.mark.slow
 def test_concurrent_rotation_without_grace(app: Flask, client: FlaskClient) -> None:
     """8 simultaneous grace-0 rotations: one secret row remains, the last committed one's,
     and it works."""
@@ -387,6 +389,7 @@ def test_concurrent_rotation_without_grace(app: Flask, client: FlaskClient) -> N
     assert not works(client, target["client_id"], target["client_secret"])
 
 
+@pytest.mark.slow
 def test_concurrent_rotation_with_grace(app_factory: Any) -> None:
     """8 simultaneous grace-3600 rotations with at most 3 secrets: the secrets left are ones
     a caller was shown, each works, and every other caller got SecretConflict."""

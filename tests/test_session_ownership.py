@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATABASE_URL, basic_auth, bearer, fetch_token, register
 from flask import Flask, Response, g
 from flask.testing import FlaskClient
+from helpers.apps import DATABASE_URL, fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import String, func, inspect, select
 from sqlalchemy.orm import Mapped, mapped_column
 

@@ -11,9 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import basic_auth, bearer, fetch_token, register
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import fetch_token, register
+from helpers.http import basic_auth, bearer
 from sqlalchemy import event
 from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 

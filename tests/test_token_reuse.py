@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import basic_auth, bearer, register
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import register
+from helpers.http import basic_auth, bearer
 
 import flask_m2m.tokens
 from flask_m2m.extension import get_state

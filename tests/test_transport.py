@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import requests
 from authlib.oauth2.rfc6749 import InsecureTransportError
-from conftest import SECRET_KEY, basic_auth, fetch_token, register
 from flask import Flask
-from gunicorn_servers import create_client_cli, example_env, gunicorn_servers
+from helpers.apps import SECRET_KEY, fetch_token, register
+from helpers.http import basic_auth
+from helpers.servers import create_client_cli, example_env, gunicorn_servers
 
 from flask_m2m.errors import ConfigurationError
 from flask_m2m.extension import get_state
@@ -215,6 +216,7 @@ def test_fetch_token_still_works_on_the_default_test_host(
     assert fetch_token(app.test_client(), register(app))
 
 
+@pytest.mark.slow
 def test_example_behind_proxy_fix_under_gunicorn(tmp_path: Path) -> None:
     """The example app under gunicorn with ``EXAMPLE_PROXY_FIX=1`` and HTTPS required by
     default (not debug, not testing): a request for a public host that the proxy marks

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATABASE_URL, RATELIMIT_STORAGE_URI, SECRET_KEY
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
+
+from helpers.apps import DATABASE_URL, RATELIMIT_STORAGE_URI, SECRET_KEY, close_app
 
 ADMIN = "admin"
 PASSWORD = "correct horse battery staple"
@@ -44,10 +45,7 @@ def console_app(tmp_path: Path, **config: Any) -> Iterator[Flask]:
     try:
         yield app
     finally:
-        with app.app_context():
-            db.session.remove()
-            db.drop_all()
-            db.engine.dispose()
+        close_app(app, db, drop_tables=True)
 
 
 def csrf_token(html: str) -> str:

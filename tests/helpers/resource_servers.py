@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Any
 
 import jwt
-from conftest import LiveServer, basic_auth, bearer
 from flask import Flask, request
 from joserfc.jwk import Key
 from werkzeug.datastructures import WWWAuthenticate
@@ -24,6 +23,7 @@ from werkzeug.test import TestResponse
 from example.inventory import create_app
 from flask_m2m.extension import get_state
 from flask_m2m.resource_server import RemoteProtector, ResourceServer
+from helpers.http import LiveServer, basic_auth, bearer
 
 #: The inventory's resource identifier in these tests (the tokens' ``aud``).
 INVENTORY = "https://inventory.test"
