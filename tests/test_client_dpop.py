@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from conftest import LiveServer, register
-from console_app import console_app
 from flask import Flask
+from helpers.apps import register
+from helpers.console import console_app
+from helpers.http import LiveServer
 from joserfc.jwk import OKPKey
 
 from flask_m2m.client import ClientCredentials, ClientCredentialsAuth

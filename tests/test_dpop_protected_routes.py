@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import basic_auth, bearer, register
-from dpop_proofs import JoseKey, PyJWTKey
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import register
+from helpers.dpop import JoseKey, PyJWTKey
+from helpers.http import basic_auth, bearer
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 TOKEN_URL = "http://localhost/m2m/token"

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import basic_auth, register
-from dpop_proofs import JoseKey, PyJWTKey
 from flask import Flask
-from resource_servers import INVENTORY, AuthServer, inventory
+from helpers.apps import register
+from helpers.dpop import JoseKey, PyJWTKey
+from helpers.http import basic_auth
+from helpers.resource_servers import INVENTORY, AuthServer, inventory
 
 ITEMS = "http://localhost/inventory/items"
 

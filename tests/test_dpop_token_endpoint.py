@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import basic_auth, register
-from dpop_proofs import JoseKey, PyJWTKey, claims_for, unsigned_proof
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers.apps import register
+from helpers.dpop import JoseKey, PyJWTKey, claims_for, unsigned_proof
+from helpers.http import basic_auth
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey
 

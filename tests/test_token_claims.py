@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import basic_auth, register
 from flask import Flask
+from helpers.apps import register
+from helpers.http import basic_auth
 
 from flask_m2m import TokenRefused
 from flask_m2m.extension import get_state
