@@ -262,7 +262,12 @@ def test_management_api_accepts_a_bound_admin_token(app: Flask, client: FlaskCli
         headers=dpop(token, key.proof("PATCH", item, token)),
     )
     assert response.status_code == 422
-    assert client.get("/m2m/clients", headers=bearer(token)).status_code == 401
+    refused = client.get("/m2m/clients", headers=bearer(token))
+    assert refused.status_code == 401
+    assert refused.mimetype == "application/problem+json"
+    found = challenges(refused)
+    assert found[0].startswith('Bearer realm="api", error="invalid_token"')
+    assert found[1].startswith('DPoP realm="api", algs=')
 
 
 def test_cli_sets_dpop_bound(app: Flask) -> None:
