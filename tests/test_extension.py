@@ -388,7 +388,8 @@ def test_cache_invalidation_is_per_app_and_goes_with_the_app(tmp_path: Any) -> N
         assert get_state(other).server.credentials.get(creds["client_id"]) is not None
         cached_elsewhere = len(get_state(other).server.credentials)
     with app.app_context():
-        set_disabled(get_state(app), creds["client_id"], True)
+        set_disabled(get_state(app), creds["client_id"], True, actor="test")
+        get_state(app).db.session.commit()
         assert len(get_state(app).server.credentials) == 0
     assert get_token(app.test_client(), creds).status_code == 401
     with other.app_context():
