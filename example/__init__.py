@@ -38,6 +38,10 @@ db = SQLAlchemy(model_class=Base)
 m2m = M2M()
 
 DEMO_NAME = "demo"
+#: The demo client's scopes: the example API's, and the example inventory's.
+DEMO_SCOPES = "read write inventory:read"
+#: The example inventory service's audience (``example.inventory``), given to the demo client.
+INVENTORY_AUDIENCE = "http://127.0.0.1:5001"
 READ_TOKEN = """python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'"""
 
 #: The example's in-memory "items" store (an API needs something to protect).
@@ -194,9 +198,18 @@ def _print_demo_client(app: Flask) -> None:
     ]
     if existing:
         client, issued = lifecycle.rotate_secret(state, existing[0].client_id, actor="cli:demo")
+        missing = {
+            "scopes": sorted({*client.scopes, *DEMO_SCOPES.split()}),
+            "audiences": list(dict.fromkeys([*(client.audiences or []), INVENTORY_AUDIENCE])),
+        }
+        client = lifecycle.update_client(state, client.client_id, missing, actor="cli:demo")
     else:
         client, issued = lifecycle.create_client(
-            state, actor="cli:demo", name=DEMO_NAME, scopes="read write"
+            state,
+            actor="cli:demo",
+            name=DEMO_NAME,
+            scopes=DEMO_SCOPES,
+            audiences=[INVENTORY_AUDIENCE],
         )
     db.session.commit()  # the caller commits what the lifecycle functions add
     secret = issued.plaintext
@@ -212,6 +225,11 @@ Get a token and call the API (in another terminal, once the server below is up):
           {base}/m2m/token | {READ_TOKEN})
   curl -s -H "Authorization: Bearer $TOKEN" {base}/api/whoami
   curl -s -H "Authorization: Bearer $TOKEN" {base}/api/items
+
+It may also ask tokens for the example inventory service (audience {INVENTORY_AUDIENCE}):
+  FLASK_M2M_ISSUER={base} flask --app example.inventory run --port 5001
+  M2M_ISSUER={base} M2M_CLIENT_ID={client.client_id} M2M_CLIENT_SECRET='{secret}' \\
+      python -m example.worker --resource {INVENTORY_AUDIENCE}
 """,
         flush=True,
     )

@@ -509,6 +509,7 @@ def create_client() -> tuple[str, int] | str:
                 actor=_actor(),
                 name=form.get("name", ""),
                 scopes=form.get("scopes", ""),
+                audiences=form.get("audiences", "").split(),
                 expires_in_days=_whole_number(form.get("expires_in_days", ""), "expires_in_days"),
                 metadata=_json_object(form.get("metadata", ""), "metadata"),
                 dpop_bound_access_tokens=bool(form.get("dpop_bound_access_tokens")),
@@ -523,6 +524,7 @@ def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None)
         form = {
             "name": client.name,
             "scopes": client.scope,
+            "audiences": " ".join(client.audiences or []),
             "metadata": json.dumps(client.client_metadata or {}, indent=2),
             "dpop_bound_access_tokens": "on" if client.dpop_bound_access_tokens else "",
         }
@@ -550,6 +552,7 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
         changes = {
             "name": form.get("name", ""),
             "scopes": form.get("scopes", ""),
+            "audiences": form.get("audiences", "").split(),
             "metadata": _json_object(form.get("metadata", ""), "metadata"),
             "dpop_bound_access_tokens": bool(form.get("dpop_bound_access_tokens")),
         }

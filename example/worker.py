@@ -1,10 +1,13 @@
 """A background job that calls the example API with a client-credentials token.
 
     M2M_CLIENT_ID=... M2M_CLIENT_SECRET=... python -m example.worker --count 3 --interval 1
+    M2M_CLIENT_ID=... M2M_CLIENT_SECRET=... python -m example.worker --resource http://127.0.0.1:5001
 
 It discovers the token endpoint from the issuer's RFC 8414 metadata (``M2M_ISSUER``, default
 http://127.0.0.1:5000), then posts an item and lists the items ``--count`` times, reusing one
-token (renewed only near its expiry or after a 401). Exit status: 0 done, 1 refused or
+token (renewed only near its expiry or after a 401). With ``--resource URI`` it asks a token
+for that audience (RFC 8707) and reads the example inventory service there instead
+(``GET /inventory/whoami`` and ``/inventory/items``). Exit status: 0 done, 1 refused or
 unreachable, 2 usage. Needs ``pip install 'flask-m2m[client]'``.
 """
 
@@ -35,7 +38,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=3, help="rounds to run (default 3)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     parser.add_argument("--scope", default=None, help="scopes to ask for (default: all)")
-    parser.add_argument("--api", default=None, help="API base URL (default: the issuer)")
+    parser.add_argument(
+        "--resource",
+        default=None,
+        metavar="URI",
+        help="ask a token for this audience (RFC 8707) and read the inventory service there",
+    )
+    parser.add_argument(
+        "--api", default=None, help="API base URL (default: the resource, else the issuer)"
+    )
     parser.add_argument(
         "--dpop", action="store_true",
         help="DPoP-bound tokens (RFC 9449): a key made for this run proves every call",
@@ -54,6 +65,14 @@ def _check(response: Any) -> Any:
             f"{response.request.method} {response.url.path}: HTTP {response.status_code} {reason}"
         )
     return response.json()
+
+
+def _read_inventory(http: Any, n: int, count: int) -> None:
+    """One round against the inventory service: who the token says we are, and the items."""
+    me = _check(http.get("/inventory/whoami"))
+    print(f"[{n}/{count}] inventory sees {me['client_id']} with aud {me['aud']}", flush=True)
+    items = _check(http.get("/inventory/items"))["items"]
+    print(f"[{n}/{count}] {len(items)} items in the inventory", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,14 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_id=client_id,
         client_secret=client_secret,
         scope=args.scope,
+        resource=args.resource,
         dpop=args.dpop,
     )
     auth = ClientCredentialsAuth(credentials)
+    api = args.api or args.resource or issuer
     bound = f", DPoP key {credentials.dpop.jkt}" if credentials.dpop else ""
     print(f"worker: client {client_id} at issuer {issuer}{bound}", flush=True)
     try:
-        with httpx.Client(base_url=args.api or issuer, auth=auth, timeout=10) as http:
+        with httpx.Client(base_url=api, auth=auth, timeout=10) as http:
             for n in range(1, args.count + 1):
+                if args.resource:
+                    _read_inventory(http, n, args.count)
+                    if n < args.count:
+                        time.sleep(args.interval)
+                    continue
                 item = _check(http.post("/api/items", json={"name": f"job {n}/{args.count}"}))
                 print(f"[{n}/{args.count}] created item {item['id']}: {item['name']}", flush=True)
                 items = _check(http.get("/api/items"))["items"]
@@ -102,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"worker: the API refused the call: {exc}", file=sys.stderr)
         return 1
     except httpx.TransportError as exc:
-        print(f"worker: cannot reach {args.api or issuer}: {exc}", file=sys.stderr)
+        print(f"worker: cannot reach {api}: {exc}", file=sys.stderr)
         return 1
     print(
         f"worker: done: {2 * args.count} API calls, {credentials.fetch_count} token "

@@ -66,6 +66,13 @@ def _print_secret(data: dict[str, Any], as_json: bool) -> None:
 @click.option("--name", required=True, help="Human-readable name.")
 @click.option("--scope", "scope", default="", help='Allowed scopes, space-separated: "read write".')
 @click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    metavar="URI",
+    help="An audience (RFC 8707 resource) the client may ask tokens for; repeatable.",
+)
+@click.option(
     "--expires-in-days", type=click.IntRange(min=1, max=MAX_DAYS), default=None, help="Lifetime."
 )
 @click.option("--rate-limit", default=None, help='Token-endpoint limit, e.g. "10/minute".')
@@ -83,6 +90,7 @@ def _print_secret(data: dict[str, Any], as_json: bool) -> None:
 def create_client(
     name: str,
     scope: str,
+    audiences: tuple[str, ...],
     expires_in_days: int | None,
     rate_limit: str | None,
     rate_limit_mode: str | None,
@@ -100,6 +108,7 @@ def create_client(
                 actor=_actor(),
                 name=name,
                 scopes=scope,
+                audiences=audiences,
                 expires_in_days=expires_in_days,
                 rate_limit=rate_limit,
                 rate_limit_mode=rate_limit_mode,
@@ -132,6 +141,29 @@ def list_clients(as_json: bool) -> None:
         expires, scopes = data["expires_at"] or "never", " ".join(data["scopes"])
         row = f"{data['client_id']}  {client.status():8}  expires {expires}  {data['name']!r}"
         click.echo(f"{row}  [{scopes}]")
+
+
+@m2m_cli.command("set-audiences")
+@click.argument("client_id")
+@click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    metavar="URI",
+    help="An audience the client may ask tokens for; repeatable. None given: only the default.",
+)
+def set_audiences(client_id: str, audiences: tuple[str, ...]) -> None:
+    """Replace the audiences (RFC 8707 resources) a client may ask tokens for."""
+    state = _state()
+    try:
+        with _committed(state):
+            client = lifecycle.update_client(
+                state, client_id, {"audiences": list(audiences)}, actor=_actor()
+            )
+            shown = " ".join(client.audiences or []) or "(none: the default audience only)"
+    except (ClientNotFound, InvalidClientData) as exc:
+        _fail(exc)
+    click.echo(f"Audiences of {client_id}: {shown}")
 
 
 def _set_disabled(client_id: str, disabled: bool) -> None:

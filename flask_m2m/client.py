@@ -25,10 +25,10 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 _INSTALL = "pip install 'flask-m2m[client]'"
 _FORM = "application/x-www-form-urlencoded"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+#: Most tokens one :class:`ClientCredentials` keeps (one per scopes and audience).
+MAX_CACHED_TOKENS = 64
+
+#: A cached token's key: the scopes asked (None: the server's default) and the resources.
+_Key = tuple[str | None, tuple[str, ...]]
+#: One resource (RFC 8707 §2), several, or None.
+Resource = str | Sequence[str] | None
 
 
 class TokenError(M2MError):
@@ -102,14 +109,6 @@ class _Token:
     renew_at: float | None  # time.monotonic() after which the token is renewed; None: never
 
 
-def _asks_for_nonce(reply: _Reply) -> bool:
-    """RFC 9449 §8: the token endpoint wants the nonce its ``DPoP-Nonce`` header carries."""
-    data = reply.json()
-    return reply.status_code == 400 and isinstance(data, dict) and (
-        data.get("error") == "use_dpop_nonce"
-    )
-
-
 def _encode_client_secret_basic(
     client: Any, method: str, uri: str, headers: dict[str, str], body: str
 ) -> tuple[str, dict[str, str], str]:
@@ -144,6 +143,9 @@ class ClientCredentials:
     :param token_endpoint: the token endpoint URL; or give ``issuer`` to discover it.
     :param issuer: the issuer URL; ``{issuer}``'s RFC 8414 metadata names the token endpoint.
     :param scope: scopes to ask for (space-separated); None: the server's default.
+    :param resource: the RFC 8707 resource indicator(s) asked by default: the audience(s) of
+        the token (its ``aud``). :meth:`token` takes another per call; one token is cached per
+        scopes and resources.
     :param audience: sent as the ``audience`` parameter, for servers that use it.
     :param leeway: renew this many seconds before expiry (at most half the token's lifetime),
         or a share of the lifetime such as ``"10%"``.
@@ -153,9 +155,6 @@ class ClientCredentials:
         :class:`ssl.SSLContext` that trusts that bundle, to requests as the path).
     :param dpop: True for DPoP-bound tokens (RFC 9449) with a key made for this instance, or
         the private key (a JWK dict or joserfc key) to prove; False: Bearer tokens.
-
-    .. versionchanged:: 0.2
-        ``dpop``.
     """
 
     def __init__(
@@ -166,6 +165,7 @@ class ClientCredentials:
         client_id: str,
         client_secret: str,
         scope: str | None = None,
+        resource: Resource = None,
         audience: str | None = None,
         leeway: float | str = 30,
         auth_method: str = "client_secret_basic",
@@ -182,6 +182,7 @@ class ClientCredentials:
         self.client_id = client_id
         self.issuer = issuer.rstrip("/") if issuer else None
         self.scope = scope
+        self.resource = _resources(resource)
         self.audience = audience
         self.auth_method = auth_method
         self.timeout = timeout
@@ -195,7 +196,7 @@ class ClientCredentials:
         self.dpop: ProofSigner | None = None
         if dpop is not False and dpop is not None:
             self.dpop = ProofSigner(None if dpop is True else dpop)
-        self._current: _Token | None = None
+        self._tokens: dict[_Key, _Token] = {}
         self._fetch_lock = threading.Lock()  # held while a (sync) token request is in flight
         self._guard = threading.Lock()  # held briefly around shared state and counters
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
@@ -216,25 +217,38 @@ class ClientCredentials:
 
     # -- sync --------------------------------------------------------------------------------
 
-    def token(self) -> str:
+    def token(self, *, scope: str | None = None, resource: Resource = None) -> str:
         """A valid access token: the cached one, or a new one fetched now.
 
-        :raises TokenError: the token endpoint refused the request (e.g. ``invalid_client``).
+        :param scope: the scopes to ask for, instead of the ``scope`` given at construction.
+        :param resource: the resource(s) (RFC 8707) the token is for, instead of the
+            ``resource`` given at construction; a token is cached per scopes and resources.
+        :raises TokenError: the token endpoint refused the request (e.g. ``invalid_client``,
+            ``invalid_target`` for a resource the client may not ask for).
         """
-        current = self._current
+        key = self._key(scope, resource)
+        current = self._tokens.get(key)
         if current is not None and not _stale(current):
             return current.value
         with self._fetch_lock:
-            current = self._current
+            current = self._tokens.get(key)
             if current is None or _stale(current):
-                current = self._fetch()
-                self._current = current
+                current = self._fetch(key)
+                self._keep(key, current)
         return current.value
 
-    def headers(self, method: str = "GET", url: str | None = None) -> dict[str, str]:
-        """``{"Authorization": "Bearer <token>"}`` for a request; with DPoP, the ``DPoP``
-        scheme and a proof for ``method`` ``url`` (then required)."""
-        return self.auth_headers(self.token(), method, url)
+    def headers(
+        self,
+        method: str = "GET",
+        url: str | None = None,
+        *,
+        scope: str | None = None,
+        resource: Resource = None,
+    ) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for a request (``scope`` and ``resource``
+        as for :meth:`token`); with DPoP, the ``DPoP`` scheme and a proof for ``method``
+        ``url`` (then required)."""
+        return self.auth_headers(self.token(scope=scope, resource=resource), method, url)
 
     def auth_headers(self, token: str, method: str, url: str | None) -> dict[str, str]:
         """The headers that send ``token`` with a request to ``method`` ``url``."""
@@ -245,20 +259,31 @@ class ClientCredentials:
         return {"Authorization": f"DPoP {token}", "DPoP": self.dpop.proof(method, url, token)}
 
     def invalidate(self, token: str | None = None) -> None:
-        """Drop the cached token (only if it is still ``token``, when given)."""
+        """Drop the cached tokens (only ``token``, when given)."""
         with self._guard:
-            if self._current is not None and token in (None, self._current.value):
-                self._current = None
+            for key, cached in list(self._tokens.items()):
+                if token in (None, cached.value):
+                    del self._tokens[key]
 
-    def renew(self, token: str) -> str:
+    def renew(self, token: str, *, scope: str | None = None, resource: Resource = None) -> str:
         """The token to use after ``token`` was refused: a new one, fetched once for everyone."""
         self.invalidate(token)
-        return self.token()
+        return self.token(scope=scope, resource=resource)
 
-    def _fetch(self) -> _Token:
+    def _key(self, scope: str | None, resource: Resource) -> _Key:
+        resources = _resources(resource) if resource is not None else self.resource
+        return (scope if scope is not None else self.scope, resources)
+
+    def _keep(self, key: _Key, token: _Token) -> None:
+        with self._guard:
+            if key not in self._tokens and len(self._tokens) >= MAX_CACHED_TOKENS:
+                self._tokens.clear()
+            self._tokens[key] = token
+
+    def _fetch(self, key: _Key) -> _Token:
         endpoint = self._token_endpoint or self._discover()
         for attempt in (1, 2):
-            body, headers = self._token_request(endpoint)
+            body, headers = self._token_request(endpoint, key)
             started = time.monotonic()
             self._count_fetch()
             reply = self._send("POST", endpoint, body.encode(), headers)
@@ -310,26 +335,37 @@ class ClientCredentials:
 
     # -- async -------------------------------------------------------------------------------
 
-    async def atoken(self) -> str:
+    async def atoken(self, *, scope: str | None = None, resource: Resource = None) -> str:
         """:meth:`token` for coroutines (needs httpx); one request in flight per event loop."""
-        current = self._current
+        key = self._key(scope, resource)
+        current = self._tokens.get(key)
         if current is not None and not _stale(current):
             return current.value
         async with self._async_lock():
-            current = self._current
+            current = self._tokens.get(key)
             if current is None or _stale(current):
-                current = await self._afetch()
-                self._current = current
+                current = await self._afetch(key)
+                self._keep(key, current)
         return current.value
 
-    async def aheaders(self, method: str = "GET", url: str | None = None) -> dict[str, str]:
+    async def aheaders(
+        self,
+        method: str = "GET",
+        url: str | None = None,
+        *,
+        scope: str | None = None,
+        resource: Resource = None,
+    ) -> dict[str, str]:
         """:meth:`headers` for coroutines."""
-        return self.auth_headers(await self.atoken(), method, url)
+        token = await self.atoken(scope=scope, resource=resource)
+        return self.auth_headers(token, method, url)
 
-    async def arenew(self, token: str) -> str:
+    async def arenew(
+        self, token: str, *, scope: str | None = None, resource: Resource = None
+    ) -> str:
         """:meth:`renew` for coroutines."""
         self.invalidate(token)
-        return await self.atoken()
+        return await self.atoken(scope=scope, resource=resource)
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -339,7 +375,7 @@ class ClientCredentials:
                 lock = self._async_locks[loop] = asyncio.Lock()
         return lock
 
-    async def _afetch(self) -> _Token:
+    async def _afetch(self, key: _Key) -> _Token:
         endpoint = self._token_endpoint
         if endpoint is None:
             assert self.issuer is not None
@@ -347,7 +383,7 @@ class ClientCredentials:
             reply = await self._asend("GET", url, None, {"Accept": "application/json"}, True)
             endpoint = self._token_endpoint = self._check_metadata(url, reply)
         for attempt in (1, 2):
-            body, headers = self._token_request(endpoint)
+            body, headers = self._token_request(endpoint, key)
             started = time.monotonic()
             self._count_fetch()
             reply = await self._asend("POST", endpoint, body.encode(), headers, False)
@@ -382,14 +418,18 @@ class ClientCredentials:
                 self._ssl_context = ssl.create_default_context(cafile=self.verify)
             return self._ssl_context
 
-    def _token_request(self, endpoint: str) -> tuple[str, dict[str, str]]:
-        """The form body and headers of a token request (Authlib builds and authenticates it)."""
+    def _token_request(self, endpoint: str, key: _Key) -> tuple[str, dict[str, str]]:
+        """The form body and headers of a token request (Authlib builds and authenticates it);
+        each resource is one ``resource`` parameter (RFC 8707 §2)."""
+        scope, resources = key
         params: dict[str, str] = {}
-        if self.scope:
-            params["scope"] = self.scope
+        if scope:
+            params["scope"] = scope
         if self.audience:
             params["audience"] = self.audience
         body = prepare_token_request("client_credentials", **params)
+        if resources:
+            body += "&" + urlencode([("resource", r) for r in resources])
         headers = {"Content-Type": _FORM, "Accept": "application/json"}
         _, headers, body = self._client_auth.prepare("POST", endpoint, headers, body)
         if self.dpop is not None:
@@ -470,9 +510,18 @@ class ClientCredentialsAuth(_HTTPXAuth):
 
     requires_request_body = True  # httpx: buffer the body so that a retry can resend it
 
-    def __init__(self, credentials: ClientCredentials, *, retry_on_401: bool = True):
+    def __init__(
+        self,
+        credentials: ClientCredentials,
+        *,
+        retry_on_401: bool = True,
+        scope: str | None = None,
+        resource: Resource = None,
+    ):
         self.credentials = credentials
         self.retry_on_401 = retry_on_401
+        self.scope = scope
+        self.resource = resource
         self._guard = threading.Lock()
         #: Requests sent again with a renewed token after a 401.
         self.retry_count = 0
@@ -487,13 +536,13 @@ class ClientCredentialsAuth(_HTTPXAuth):
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
         creds = self.credentials
-        token = creds.token()
+        token = creds.token(scope=self.scope, resource=self.resource)
         request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
             if not _wants_nonce(creds, str(request.url), response.headers):
-                token = creds.renew(token)
+                token = self.renew(token)
             request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
             yield request
 
@@ -501,21 +550,25 @@ class ClientCredentialsAuth(_HTTPXAuth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         creds = self.credentials
-        token = await creds.atoken()
+        token = await creds.atoken(scope=self.scope, resource=self.resource)
         request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
             if not _wants_nonce(creds, str(request.url), response.headers):
-                token = await creds.arenew(token)
+                token = await creds.arenew(token, scope=self.scope, resource=self.resource)
             request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
             yield request
 
     # requests
 
+    def renew(self, token: str) -> str:
+        """A new token for this object's scopes and resources after ``token`` was refused."""
+        return self.credentials.renew(token, scope=self.scope, resource=self.resource)
+
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         creds = self.credentials
-        token = creds.token()
+        token = creds.token(scope=self.scope, resource=self.resource)
         request.headers.update(creds.auth_headers(token, str(request.method), str(request.url)))
         if self.retry_on_401:
             request.register_hook("response", _RetryOn401(self, token))
@@ -539,12 +592,22 @@ class _RetryOn401:
         self.auth._count_retry()
         creds, token = self.auth.credentials, self.token
         if not _wants_nonce(creds, str(request.url), response.headers):
-            token = creds.renew(token)
+            token = self.auth.renew(token)
         request.headers.update(creds.auth_headers(token, str(request.method), str(request.url)))
         retried: requests.Response = response.connection.send(request, **kwargs)
         retried.history.append(response)
         retried.request = request
         return retried
+
+
+def _asks_for_nonce(reply: _Reply) -> bool:
+    """RFC 9449 §8: the token endpoint wants the nonce its ``DPoP-Nonce`` header carries."""
+    data = reply.json()
+    return (
+        reply.status_code == 400
+        and isinstance(data, dict)
+        and data.get("error") == "use_dpop_nonce"
+    )
 
 
 def _wants_nonce(creds: ClientCredentials, url: str, headers: Mapping[str, str]) -> bool:
@@ -570,6 +633,16 @@ def _parse_leeway(leeway: float | str) -> tuple[float, float | None]:
     if isinstance(leeway, bool) or leeway < 0:
         raise ValueError("leeway must be zero or more seconds.")
     return float(leeway), None
+
+
+def _resources(resource: Resource) -> tuple[str, ...]:
+    """``resource`` as a tuple of distinct, non-empty URIs."""
+    if resource is None:
+        return ()
+    items = [resource] if isinstance(resource, str) else list(resource)
+    if not all(isinstance(item, str) and item for item in items):
+        raise ValueError("resource must be a URI or a list of URIs.")
+    return tuple(dict.fromkeys(items))
 
 
 def _stale(token: _Token) -> bool:

@@ -56,6 +56,12 @@ class Settings:
         "the issuer).",
         shown="the issuer",
     )
+    audience_lifetimes: dict[str, int] = _key(
+        None, read.audience_lifetimes,
+        "Access-token lifetimes per audience (RFC 8707 resource): a mapping (or its JSON) of "
+        "audience URI to seconds; a token gets the shortest of its audiences' and its own.",
+        shown="`{}`",
+    )
     url_prefix: str = _key("/m2m", read.prefix, "URL prefix of the protocol routes.")
     client_secret_length: int = _key(
         64, read.integer(MIN_SECRET_LENGTH),

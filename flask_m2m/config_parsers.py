@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 
 from .errors import ConfigurationError
-from .policy import RATE_LIMIT_RULE, parse_rate_limit
+from .policy import AUDIENCE_RULE, RATE_LIMIT_RULE, parse_audience, parse_rate_limit
 
 PREFIX = "M2M_"
 #: Shortest master secret accepted, in bytes, and the estimated strength it must have.
@@ -166,6 +166,30 @@ def scope_list(source: Source, key: str) -> frozenset[str] | None:
     if isinstance(value, str):
         value = value.split()
     return frozenset(value) if value is not None else None
+
+
+def audience_lifetimes(source: Source, key: str) -> dict[str, int]:
+    """Token lifetimes per audience: a mapping (or its JSON) of audience URI -> seconds."""
+    value = source.get(key)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigurationError(f"{key} is not valid JSON.") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{key} must map audience URIs to seconds.")
+    lifetimes: dict[str, int] = {}
+    for audience, seconds in value.items():
+        try:
+            parse_audience(audience)
+        except ValueError:
+            raise ConfigurationError(f"{key}: each audience must be {AUDIENCE_RULE}.") from None
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+            raise ConfigurationError(f"{key}: the lifetime of {audience} must be whole seconds.")
+        lifetimes[audience] = seconds
+    return lifetimes
 
 
 def jwk_set(source: Source, key: str) -> dict[str, Any] | None:

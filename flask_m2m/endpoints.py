@@ -33,6 +33,8 @@ METADATA_PATH = "/.well-known/oauth-authorization-server"
 INTROSPECT_SCOPE = "m2m:introspect"
 #: Parameter names safe to echo in an error description (RFC 6749 §5.2 character set).
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
+#: The token request's parameters that may repeat: RFC 8707 §2 resource indicators.
+RESOURCE_PARAMETERS = frozenset({"resource"})
 
 
 def _state() -> M2MState:
@@ -147,9 +149,12 @@ def _too_large() -> Response:
     return _oauth_error(InvalidRequestError("The request body is too large.", status_code=413))
 
 
-def _refuse_bad_form() -> Response | None:
+def _refuse_bad_form(repeatable: frozenset[str] = frozenset()) -> Response | None:
     """The checks every protocol POST passes before Authlib sees it (RFC 6749 §1.6, §3.2,
-    §4.4.2): the transport first, then the method, the size and the form itself."""
+    §4.4.2): the transport first, then the method, the size and the form itself.
+
+    :param repeatable: the parameters an extension lets repeat (RFC 8707 §2 ``resource``).
+    """
     settings = _state().settings
     insecure = insecure_transport(settings)
     if insecure is not None:
@@ -175,7 +180,9 @@ def _refuse_bad_form() -> Response | None:
         return _too_large()
     except UnicodeDecodeError:
         return _oauth_error(InvalidRequestError("The body is not valid UTF-8."))
-    repeated = [name for name, values in form.lists() if len(values) > 1]
+    repeated = [
+        name for name, values in form.lists() if len(values) > 1 and name not in repeatable
+    ]
     if repeated:
         # RFC 6749 §3.2: parameters MUST NOT be included more than once.
         name = repeated[0] if SAFE_NAME.fullmatch(repeated[0]) else "(unprintable)"
@@ -186,8 +193,9 @@ def _refuse_bad_form() -> Response | None:
 
 
 def token() -> Response:
-    """``POST {prefix}/token`` — the client credentials grant (RFC 6749 §4.4)."""
-    refused = _refuse_bad_form()
+    """``POST {prefix}/token`` — the client credentials grant (RFC 6749 §4.4); ``resource``
+    may repeat (RFC 8707 §2)."""
+    refused = _refuse_bad_form(RESOURCE_PARAMETERS)
     if refused is not None:
         return refused
     if not request.form.get("grant_type"):

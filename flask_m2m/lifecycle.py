@@ -42,6 +42,7 @@ from .oncommit import send_on_commit
 from .pagination import Page, decode_cursor, fetch_page
 from .policy import (
     CLIENT_ID_PATTERN,
+    MAX_AUDIENCES,
     MAX_DAYS,
     MAX_LABEL_LENGTH,
     MAX_METADATA_DEPTH,
@@ -51,6 +52,7 @@ from .policy import (
     PAGE_SIZE,
     RATE_LIMIT_MODES,
     SCOPE_TOKEN,
+    parse_audience,
 )
 from .policy import parse_rate_limit as parse_limit_string
 
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 UPDATABLE = (
     "name",
     "scopes",
+    "audiences",
     "disabled",
     "metadata",
     "expires_at",
@@ -116,6 +119,21 @@ def normalize_scopes(state: M2MState, scopes: str | list[str] | tuple[str, ...])
         if refused:
             raise InvalidClientData(f"Scopes not allowed: {' '.join(refused)}.", field="scopes")
     return " ".join(dict.fromkeys(items))
+
+
+def normalize_audiences(audiences: Any) -> list[str]:
+    """The audiences (RFC 8707 resource identifiers) a client may ask tokens for: a list of
+    at most :data:`.policy.MAX_AUDIENCES` absolute URIs (:func:`.policy.parse_audience`)."""
+    if audiences is None:
+        return []
+    if isinstance(audiences, str) or not isinstance(audiences, list | tuple):
+        raise InvalidClientData("audiences must be a list of URIs.", field="audiences")
+    if len(audiences) > MAX_AUDIENCES:
+        raise InvalidClientData(f"At most {MAX_AUDIENCES} audiences.", field="audiences")
+    try:
+        return list(dict.fromkeys(parse_audience(item) for item in audiences))
+    except ValueError as exc:
+        raise InvalidClientData(f"Each audience must be {exc}.", field="audiences") from None
 
 
 def _check_name(state: M2MState, name: Any) -> str:
@@ -401,6 +419,7 @@ def create_client(
     actor: str,
     name: str = "",
     scopes: str | list[str] | tuple[str, ...] = (),
+    audiences: list[str] | tuple[str, ...] = (),
     expires_in_days: int | None = None,
     rate_limit: str | None = None,
     rate_limit_mode: str | None = None,
@@ -422,6 +441,7 @@ def create_client(
         client_id=generate_client_id(),
         name=_check_name(state, name),
         scope=normalize_scopes(state, scopes),
+        audiences=normalize_audiences(audiences),
         client_metadata=_check_metadata(state, metadata),
         disabled=False,
         expires_at=_expiry_from_days(state, expires_in_days),
@@ -439,7 +459,12 @@ def create_client(
         state,
         "client_created",
         client.client_id,
-        {"name": client.name, "scopes": client.scopes, "secret_id": issued.secret_id},
+        {
+            "name": client.name,
+            "scopes": client.scopes,
+            "audiences": client.audiences,
+            "secret_id": issued.secret_id,
+        },
         actor=actor,
         session=session,
     )
@@ -564,6 +589,8 @@ def update_client(
             checked[field] = ("name", _check_name(state, value))
         elif field == "scopes":
             checked[field] = ("scope", normalize_scopes(state, value))
+        elif field == "audiences":
+            checked[field] = ("audiences", normalize_audiences(value))
         elif field == "metadata":
             checked[field] = ("client_metadata", _check_metadata(state, value))
         elif field == "expires_at":
@@ -581,6 +608,8 @@ def update_client(
     diff: dict[str, Any] = {}
     for field, (attribute, value) in checked.items():
         old = getattr(client, attribute)
+        if field == "audiences":
+            old = list(old or [])
         if old != value:
             shown = (old.split(), value.split()) if field == "scopes" else (old, value)
             diff[field] = {"from": _jsonable(shown[0]), "to": _jsonable(shown[1])}

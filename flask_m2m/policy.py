@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -42,6 +43,13 @@ MAX_RATE_LIMIT_LENGTH = 64
 #: Longest window of a rate limit, in seconds: the ``limits`` parser's year (360 days). A
 #: storage such as Redis cannot expire a counter thousands of years on.
 MAX_RATE_LIMIT_WINDOW = 360 * 86400
+#: Most audiences (RFC 8707 resource identifiers) one client may be given.
+MAX_AUDIENCES = 20
+#: Longest audience. An opaque token stores the audiences of one request space-joined in a
+#: column of :data:`MAX_STORED_AUDIENCE_LENGTH` characters.
+MAX_AUDIENCE_LENGTH = 255
+#: Width of the opaque-token ``audience`` column (audiences space-joined).
+MAX_STORED_AUDIENCE_LENGTH = 512
 #: Rows per page of a list, by default and at most.
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -76,3 +84,32 @@ def parse_rate_limit(
     except ValueError:
         raise ValueError(RATE_LIMIT_RULE) from None
     return items
+
+
+#: What :func:`parse_audience` accepts, as its error messages say it.
+AUDIENCE_RULE = (
+    f"an absolute URI without fragment or whitespace, of at most {MAX_AUDIENCE_LENGTH} characters"
+)
+
+
+def parse_audience(value: object) -> str:
+    """An audience (RFC 8707 §2 resource identifier): an absolute URI with a host, no
+    fragment, no whitespace or control character, at most :data:`MAX_AUDIENCE_LENGTH` long.
+
+    :raises ValueError: whose message is :data:`AUDIENCE_RULE`.
+    """
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_AUDIENCE_LENGTH
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+        or "#" in value
+    ):
+        raise ValueError(AUDIENCE_RULE)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError(AUDIENCE_RULE) from None
+    if not parts.scheme or not parts.netloc:
+        raise ValueError(AUDIENCE_RULE)
+    return value

@@ -18,7 +18,13 @@ from . import signals
 from .authentication import CredentialsCache, client_secret_basic, client_secret_post
 from .binding import NonceRequired, ProofError, check_request_proof
 from .errors import ConfigurationError, TokenRefused
-from .policy import AUTH_METHODS, CLIENT_ID_PATTERN, SCOPE_TOKEN
+from .policy import (
+    AUTH_METHODS,
+    CLIENT_ID_PATTERN,
+    MAX_STORED_AUDIENCE_LENGTH,
+    SCOPE_TOKEN,
+    parse_audience,
+)
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -76,6 +82,13 @@ class _FormRequest(FlaskOAuth2Request):  # type: ignore[misc]
         self.payload = _FormPayload(request)
 
 
+class InvalidTargetError(OAuth2Error):  # type: ignore[misc]
+    """RFC 8707 §2: a ``resource`` that is malformed or not one this client may ask for."""
+
+    error = "invalid_target"
+    status_code = 400
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     """RFC 6749 §4.4 with both secret methods and strict scope handling (§3.3)."""
 
@@ -96,13 +109,37 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
             raise InvalidScopeError(f"Scope not allowed for this client: {' '.join(refused)}.")
         self.request.granted_scope = " ".join(dict.fromkeys(tokens))
 
+    def validate_requested_resources(self) -> None:
+        """RFC 8707 §2: each ``resource`` (it may repeat) must be an absolute URI among the
+        client's ``audiences``; they become the token's ``aud``. None: the default audience.
+
+        :raises InvalidTargetError: (400 ``invalid_target``) otherwise.
+        """
+        requested = self.request.payload.data.getlist("resource")
+        self.request.audiences = None
+        if not requested:
+            return
+        try:
+            resources = tuple(dict.fromkeys(parse_audience(r) for r in requested))
+        except ValueError:
+            raise InvalidTargetError("A resource is not an absolute URI.") from None
+        allowed = set(self.request.client.audiences or ())
+        if not all(r in allowed for r in resources):
+            raise InvalidTargetError("A requested resource is not allowed for this client.")
+        opaque = self.server.state.settings.token_format == "opaque"
+        if opaque and len(" ".join(resources)) > MAX_STORED_AUDIENCE_LENGTH:
+            raise InvalidTargetError("Too many resources for one token; ask fewer at a time.")
+        self.request.audiences = resources
+
     def validate_token_request(self) -> None:
-        """Authenticate the client and check its scopes, then count its token-endpoint limit
-        (so naming a client cannot spend its quota); the limit's headers wait for the response.
+        """Authenticate the client and check its scopes and resources, then count its
+        token-endpoint limit (so naming a client cannot spend its quota); the limit's headers
+        wait for the response.
 
         :raises RateLimited: (429) when the client is over an enforced limit.
         """
         super().validate_token_request()
+        self.validate_requested_resources()
         self.request.dpop_jkt = self._dpop_jkt()
         limits = self.server.state.rate_limits
         self.limit_headers: list[tuple[str, str]] = limits.count_token_request(self.request.client)
@@ -137,9 +174,12 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         expires_in: int | None = None,
         include_refresh_token: bool = False,
     ) -> dict[str, Any]:
-        # §4.4.3: no refresh token; the scope is the one validated above.
+        # §4.4.3: no refresh token; the scope and resources are the ones validated above.
         server: Server = self.server
-        return server.issue(self.request.client, self.request.granted_scope, self.request.dpop_jkt)
+        audience = self.request.audiences or server.state.audience()
+        return server.issue(
+            self.request.client, self.request.granted_scope or "", audience, self.request.dpop_jkt
+        )
 
 
 class Server(AuthorizationServer):  # type: ignore[misc]
@@ -162,7 +202,9 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             return None
         return self.state.db.session.get(self.state.models.client, client_id)
 
-    def issue(self, client: Any, scope: str, jkt: str | None) -> dict[str, Any]:
+    def issue(
+        self, client: Any, scope: str, audience: str | tuple[str, ...], jkt: str | None
+    ) -> dict[str, Any]:
         """The token response for ``client``: the app's ``token_claims`` hook decides on
         extra claims (or refuses), then :meth:`TokenService.issue` issues or reuses a token.
 
@@ -184,7 +226,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
                     f"token_claims may not set registered claims: {', '.join(sorted(reserved))}."
                 )
         return self.state.tokens.issue(
-            client, scope, self.state.issuer(), self.state.audience(), jkt=jkt, extra_claims=extra
+            client, scope, self.state.issuer(), audience, jkt=jkt, extra_claims=extra
         )
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:

@@ -80,12 +80,15 @@ class TokenService:
         client: Any,
         scope: str,
         issuer: str,
-        audience: str,
+        audience: str | tuple[str, ...],
         *,
         jkt: str | None = None,
         extra_claims: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create a token for ``client`` and return the RFC 6749 §5.1 response members.
+
+        :param audience: the token's ``aud``: one audience, or several (RFC 8707 §2), which
+            become a JSON array. ``M2M_AUDIENCE_LIFETIMES`` may shorten the lifetime.
 
         An opaque token is stored (committed in a transaction of its own) before it is
         returned. With ``M2M_REUSE_TOKENS``, the client's last token for the same request may
@@ -96,15 +99,17 @@ class TokenService:
         :raises writes.AppHoldsWriteLock: for an opaque token, when the app's session holds
             SQLite's write lock.
         """
+        audiences = (audience,) if isinstance(audience, str) else tuple(audience)
+        joined = " ".join(audiences)
         extra = json.dumps(extra_claims or {}, sort_keys=True, default=str)
         reuse_key = (
-            client.client_id, " ".join(sorted(scope.split())), issuer, audience, jkt or "", extra
+            client.client_id, " ".join(sorted(scope.split())), issuer, joined, jkt or "", extra
         )
         if self.settings.reuse_tokens:
             reused = self._reusable(client, reuse_key)
             if reused is not None:
                 return reused
-        lifetime = client.access_token_expires_in or self.settings.access_token_expires_in
+        lifetime = self.lifetime(client, audiences)
         # A token issued in the same second as a client-wide revocation must still count as
         # newer than that revocation (``tokens_valid_after`` is rounded up to whole seconds).
         issued_at = max(int(time.time()), client.tokens_valid_after)
@@ -117,7 +122,7 @@ class TokenService:
                 jti=jti,
                 client_id=client.client_id,
                 scope=scope,
-                audience=audience,
+                audience=joined,
                 issuer=issuer,
                 issued_at=issued_at,
                 expires_at=expires_at,
@@ -131,7 +136,7 @@ class TokenService:
                 **(extra_claims or {}),
                 "iss": issuer,
                 "exp": expires_at,
-                "aud": audience,
+                "aud": audiences[0] if len(audiences) == 1 else list(audiences),
                 "sub": client.client_id,
                 "client_id": client.client_id,
                 "iat": issued_at,
@@ -149,7 +154,7 @@ class TokenService:
                 issued_at=issued_at,
                 expires_at=expires_at,
                 issuer=issuer,
-                audience=(audience,),
+                audience=audiences,
                 opaque=self.settings.token_format == "opaque",
                 jkt=jkt,
             )
@@ -157,6 +162,15 @@ class TokenService:
                 self._issued.clear()
             self._issued[reuse_key] = _Issued(access_token, token, time.monotonic())
         return _response(access_token, expires_at, scope, jkt)
+
+    def lifetime(self, client: Any, audiences: tuple[str, ...]) -> int:
+        """Seconds a new token of ``client`` for ``audiences`` lives: the client's own lifetime
+        (or ``M2M_ACCESS_TOKEN_EXPIRES_IN``), shortened to the shortest
+        ``M2M_AUDIENCE_LIFETIMES`` entry of its audiences."""
+        lifetime: int = client.access_token_expires_in or self.settings.access_token_expires_in
+        per_audience = self.settings.audience_lifetimes
+        shorter = [per_audience[a] for a in audiences if a in per_audience]
+        return min([lifetime, *shorter])
 
     def _reusable(
         self, client: Any, key: tuple[str, str, str, str, str, str]
@@ -205,6 +219,7 @@ class TokenService:
             row = session.get(self.models.opaque_token, hash_token(token_string))
         if row is None:
             raise TokenRejected("The access token is unknown.")
+        audiences = tuple(row.audience.split())  # stored space-joined (URIs hold no space)
         return AccessToken(
             client_id=row.client_id,
             scopes=tuple(row.scope.split()),
@@ -212,11 +227,11 @@ class TokenService:
             issued_at=row.issued_at,
             expires_at=row.expires_at,
             issuer=row.issuer,
-            audience=(row.audience,),
+            audience=audiences,
             claims={
                 "iss": row.issuer,
                 "exp": row.expires_at,
-                "aud": row.audience,
+                "aud": audiences[0] if len(audiences) == 1 else list(audiences),
                 "sub": row.client_id,
                 "client_id": row.client_id,
                 "iat": row.issued_at,

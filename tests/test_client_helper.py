@@ -7,6 +7,8 @@ token issued (the ``token_issued`` signal).
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import os
 import subprocess
@@ -48,6 +50,7 @@ class Served:
         self.hits: Counter[str] = Counter()  # requests per path
         self.issued: list[str] = []  # client ids of the tokens issued
         self.token_forms: list[dict[str, str]] = []
+        self.resources: list[list[str]] = []  # the resource parameters of each token request
         self._lock = threading.Lock()
         app.before_request(self._count)
         signals.token_issued.connect(self._on_issued, sender=app)
@@ -57,6 +60,7 @@ class Served:
             self.hits[request.path] += 1
             if request.path == "/m2m/token":
                 self.token_forms.append(dict(request.form))
+                self.resources.append(request.form.getlist("resource"))
 
     def _on_issued(self, sender: Flask, **kwargs: Any) -> None:
         with self._lock:
@@ -67,6 +71,7 @@ class Served:
             self.hits.clear()
             self.issued.clear()
             self.token_forms.clear()
+            self.resources.clear()
 
     @property
     def token_requests(self) -> int:
@@ -155,6 +160,46 @@ def test_headers_and_scope(served: Served) -> None:
     assert served.token_forms == [
         {"grant_type": "client_credentials", "scope": "read", "audience": "https://api.example"}
     ]
+
+
+def test_one_token_per_scopes_and_resource(served: Served) -> None:
+    """``resource=`` (RFC 8707 §2, one parameter per resource): one cached token per scopes
+    and resources, each with its ``aud``; sync and async share the cache."""
+    inventory, billing = "https://inventory.test", "https://billing.test"
+    client = served.register("read write", audiences=[inventory, billing])
+    creds = served.credentials(client, resource=inventory)
+    first = creds.token()
+    assert creds.token(resource=inventory) == first
+    assert asyncio.run(creds.atoken()) == first
+    others = [
+        creds.token(resource=billing),
+        creds.token(resource=[inventory, billing]),
+        creds.token(resource=()),  # no resource: the server's default audience
+        creds.token(scope="read"),
+    ]
+    assert len({first, *others}) == 5
+    assert [creds.token(resource=billing), creds.token(scope="read")] == [others[0], others[3]]
+    assert creds.fetch_count == served.token_requests == 5
+    assert served.resources == [[inventory], [billing], [inventory, billing], [], [inventory]]
+    auds = [_claims(t)["aud"] for t in (first, *others)]
+    assert auds[:3] == [inventory, billing, [inventory, billing]]
+    assert auds[4] == inventory
+    headers = ClientCredentialsAuth(creds, resource=billing)
+    with requests.Session() as session:
+        session.auth = headers
+        prepared = session.prepare_request(requests.Request("GET", served.url))
+    assert prepared.headers["Authorization"] == f"Bearer {others[0]}"
+    with pytest.raises(TokenError) as refused:
+        creds.token(resource="https://elsewhere.test")
+    assert refused.value.error == "invalid_target"
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    result: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return result
 
 
 def test_client_secret_post(served: Served) -> None:

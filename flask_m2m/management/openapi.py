@@ -25,6 +25,13 @@ class TokenRequestSchema(Schema):
 
     grant_type = fields.String(required=True, metadata={"enum": ["client_credentials"]})
     scope = fields.String()
+    resource = fields.List(
+        fields.String(),
+        metadata={
+            "description": "RFC 8707 §2 resource indicator, may repeat: the token's aud; each "
+            "must be one of the client's audiences, else 400 invalid_target"
+        },
+    )
     client_id = fields.String(metadata={"description": "client_secret_post only"})
     client_secret = fields.String(metadata={"description": "client_secret_post only"})
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from ..policy import (
+    MAX_AUDIENCE_LENGTH,
+    MAX_AUDIENCES,
     MAX_DAYS,
     MAX_LABEL_LENGTH,
     MAX_NAME_LENGTH,
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from ..lifecycle import IssuedSecret
 
 _scope = fields.String(validate=validate.Regexp(SCOPE_TOKEN, error="Not a valid scope token."))
+#: An RFC 8707 resource identifier; its URI form is checked by the life cycle.
+_audience = fields.String(validate=validate.Length(min=1, max=MAX_AUDIENCE_LENGTH))
 #: Text without control characters (NUL among them, which PostgreSQL cannot store or compare).
 _printable = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Control characters are not allowed.")
 
@@ -46,6 +50,9 @@ class ClientCreateSchema(_RateLimitMixin, Schema):
 
     name = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
     scopes = fields.List(_scope, load_default=list, validate=validate.Length(max=MAX_SCOPES))
+    audiences = fields.List(
+        _audience, load_default=list, validate=validate.Length(max=MAX_AUDIENCES)
+    )
     expires_in_days = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1, max=MAX_DAYS)
     )
@@ -65,6 +72,7 @@ class ClientUpdateSchema(_RateLimitMixin, Schema):
 
     name = fields.String(validate=validate.Length(max=MAX_NAME_LENGTH))
     scopes = fields.List(_scope, validate=validate.Length(max=MAX_SCOPES))
+    audiences = fields.List(_audience, validate=validate.Length(max=MAX_AUDIENCES))
     disabled = fields.Boolean()
     metadata = fields.Dict(keys=fields.String(), allow_none=True)
     expires_at = fields.AwareDateTime(allow_none=True, format="iso")
@@ -85,12 +93,20 @@ class SecretCreateSchema(Schema):
     label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
 
 
+class _ListOrEmpty(fields.List[str]):
+    """A list shown as ``[]`` when the row holds none (rows from before the column)."""
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> list[Any] | None:
+        return super()._serialize(value or [], attr, obj, **kwargs)
+
+
 class ClientSchema(Schema):
     """A client as the API shows it: never a secret nor a hash."""
 
     client_id = fields.String(required=True)
     name = fields.String(required=True)
     scopes = fields.List(fields.String(), required=True)
+    audiences = _ListOrEmpty(fields.String(), required=True)
     metadata = fields.Dict(attribute="client_metadata", required=True)
     disabled = fields.Boolean(required=True)
     expires_at = fields.AwareDateTime(allow_none=True, required=True)

@@ -86,7 +86,8 @@ def jwt_part(token: str, index: int) -> dict[str, Any]:
 
 
 class Gunicorn:
-    """``gunicorn 'example:create_app()'`` on 127.0.0.1, started and stopped by the tests."""
+    """``gunicorn 'example:create_app()'`` (or another ``app``) on 127.0.0.1, started and
+    stopped by the tests; it is up once ``ready_path`` answers 200."""
 
     def __init__(
         self,
@@ -95,8 +96,12 @@ class Gunicorn:
         workers: int = 2,
         threads: int = 1,
         options: tuple[str, ...] = (),
+        app: str = "example:create_app()",
+        ready_path: str = "/m2m/jwks.json",
     ):
         self.env = env
+        self.app = app
+        self.ready_path = ready_path
         self.options = options
         self.log = log
         self.workers = workers
@@ -116,7 +121,7 @@ class Gunicorn:
             "--graceful-timeout", "10",
             "--no-control-socket",
             *self.options,
-            "example:create_app()",
+            self.app,
         ]  # fmt: skip
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -126,7 +131,7 @@ class Gunicorn:
         def ready() -> bool:
             assert self.process is not None and self.process.poll() is None, self.output()
             try:
-                return requests.get(self.url + "/m2m/jwks.json", timeout=5).status_code == 200
+                return requests.get(self.url + self.ready_path, timeout=5).status_code == 200
             except requests.RequestException:  # not listening yet, or still booting
                 return False
 
