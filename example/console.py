@@ -517,6 +517,7 @@ def create_client() -> BaseResponse | tuple[str, int] | str:
                 metadata=_json_object(form.get("metadata", ""), "metadata"),
                 token_endpoint_auth_method="private_key_jwt" if keys else "client_secret_basic",
                 jwks=keys,
+                dpop_bound_access_tokens=bool(form.get("dpop_bound_access_tokens")),
             )
     except InvalidClientData as error:
         return render_template("console/create.html", form=form, errors=_errors(error)), 422
@@ -560,6 +561,7 @@ def _detail(client: Any, form: Any = None, errors: dict[str, str] | None = None)
             "scopes": client.scope,
             "audiences": " ".join(client.audiences or []),
             "metadata": json.dumps(client.client_metadata or {}, indent=2),
+            "dpop_bound_access_tokens": "on" if client.dpop_bound_access_tokens else "",
         }
     return render_template(
         "console/detail.html",
@@ -587,6 +589,7 @@ def update_client(client_id: str) -> BaseResponse | tuple[str, int]:
             "scopes": form.get("scopes", ""),
             "audiences": form.get("audiences", "").split(),
             "metadata": _json_object(form.get("metadata", ""), "metadata"),
+            "dpop_bound_access_tokens": bool(form.get("dpop_bound_access_tokens")),
         }
         with _committed():
             lifecycle.update_client(state, client_id, changes, actor=_actor())

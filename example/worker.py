@@ -55,6 +55,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="authenticate with this PEM private key (private_key_jwt) instead of a secret",
     )
+    parser.add_argument(
+        "--dpop", action="store_true",
+        help="DPoP-bound tokens (RFC 9449): a key made for this run proves every call",
+    )
     args = parser.parse_args(argv)
     if args.count < 1 or args.interval < 0:
         parser.error("--count must be at least 1 and --interval not negative")
@@ -107,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client_id=client_id,
             scope=args.scope,
             resource=args.resource,
+            dpop=args.dpop,
             **credential,
         )
     except (OSError, ValueError) as exc:
@@ -114,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     auth = ClientCredentialsAuth(credentials)
     api = args.api or args.resource or issuer
-    print(f"worker: client {client_id} at issuer {issuer}", flush=True)
+    bound = f", DPoP key {credentials.dpop.jkt}" if credentials.dpop else ""
+    print(f"worker: client {client_id} at issuer {issuer}{bound}", flush=True)
     try:
         with httpx.Client(base_url=api, auth=auth, timeout=10) as http:
             for n in range(1, args.count + 1):

@@ -29,6 +29,7 @@ _EXPORTS = {
     "InvalidToken": "errors",
     "MissingToken": "errors",
     "InsufficientScope": "errors",
+    "TokenRefused": "errors",
     "Models": "models",
     "ClientMixin": "models",
     "ClientSecretMixin": "models",
@@ -63,6 +64,7 @@ __all__ = [
     "RevokedTokenMixin",
     "SecretConflict",
     "SigningKeyMixin",
+    "TokenRefused",
     "UsedJtiMixin",
     "audit",
     "current_token",
@@ -108,6 +110,7 @@ if TYPE_CHECKING:
         M2MError,
         MissingToken,
         SecretConflict,
+        TokenRefused,
     )
     from .extension import M2M
     from .models import (

@@ -89,6 +89,9 @@ def _print_secret(data: dict[str, Any], as_json: bool) -> None:
     default=None,
     help="Enforce the limit, or only count and report it (default: M2M_TOKEN_RATE_LIMIT_MODE).",
 )
+@click.option(
+    "--dpop-bound", is_flag=True, help="The client must use DPoP: its tokens are key-bound."
+)
 @click.option("--secret-stdin", is_flag=True, help="Import an existing secret read from stdin.")
 @click.option(
     "--auth-method",
@@ -106,6 +109,7 @@ def create_client(
     expires_in_days: int | None,
     rate_limit: str | None,
     rate_limit_mode: str | None,
+    dpop_bound: bool,
     secret_stdin: bool,
     auth_method: str | None,
     jwks_file: TextIO | None,
@@ -130,6 +134,7 @@ def create_client(
                 expires_in_days=expires_in_days,
                 rate_limit=rate_limit,
                 rate_limit_mode=rate_limit_mode,
+                dpop_bound_access_tokens=dpop_bound,
                 secret=secret,
                 token_endpoint_auth_method=auth_method or "client_secret_basic",
                 **keys,
@@ -246,6 +251,23 @@ def disable_client(client_id: str) -> None:
 def enable_client(client_id: str) -> None:
     """Enable a disabled client (its tokens from before stay invalid)."""
     _set_disabled(client_id, False)
+
+
+@m2m_cli.command("set-dpop-bound")
+@click.argument("client_id")
+@click.argument("setting", type=click.Choice(["on", "off"]))
+def set_dpop_bound(client_id: str, setting: str) -> None:
+    """Require (on) or stop requiring (off) DPoP-bound tokens for a client (RFC 9449 §5.2)."""
+    state = _state()
+    try:
+        with _committed(state):
+            lifecycle.update_client(
+                state, client_id, {"dpop_bound_access_tokens": setting == "on"}, actor=_actor()
+            )
+    except ClientNotFound as exc:
+        _fail(exc)
+    status = "required" if setting == "on" else "optional"
+    click.echo(f"DPoP-bound tokens {status} for {client_id}.")
 
 
 @m2m_cli.command("delete-client", help="Delete a client; its tokens stop working.")

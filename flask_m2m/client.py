@@ -7,6 +7,9 @@ Install with ``pip install 'flask-m2m[client]'``. Typical use::
     httpx.get("https://api.example.com/items", auth=auth)      # httpx.Client / AsyncClient too
     requests.get("https://api.example.com/items", auth=auth)
 
+With ``dpop=True`` (or a private JWK), tokens are DPoP-bound (RFC 9449): each token request
+and each API call through :class:`ClientCredentialsAuth` carries a fresh proof of the key.
+
 The token request itself is built with Authlib's protocol helpers; see ``docs/client.md``.
 
 .. versionadded:: 0.1
@@ -34,6 +37,7 @@ from authlib.oauth2.auth import ClientAuth
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 from authlib.oauth2.rfc8414.well_known import get_well_known_url
 
+from .dpop import ProofSigner
 from .errors import M2MError
 
 if TYPE_CHECKING:
@@ -159,6 +163,8 @@ class ClientCredentials:
     :param timeout: seconds to wait for the token endpoint.
     :param verify: TLS verification: a bool, or the path of a CA bundle (given to httpx as an
         :class:`ssl.SSLContext` that trusts that bundle, to requests as the path).
+    :param dpop: True for DPoP-bound tokens (RFC 9449) with a key made for this instance, or
+        the private key (a JWK dict or joserfc key) to prove; False: Bearer tokens.
     """
 
     def __init__(
@@ -177,6 +183,7 @@ class ClientCredentials:
         auth_method: str = "client_secret_basic",
         timeout: float = 10.0,
         verify: bool | str = True,
+        dpop: bool | dict[str, Any] | Any = False,
     ):
         if token_endpoint is None and issuer is None:
             raise ValueError("Give token_endpoint or issuer (to discover the token endpoint).")
@@ -206,6 +213,10 @@ class ClientCredentials:
         self._client_auth = (
             ClientAuth(client_id, client_secret, encoder or auth_method) if client_secret else None
         )
+        #: The DPoP key and nonces (None: Bearer tokens).
+        self.dpop: ProofSigner | None = None
+        if dpop is not False and dpop is not None:
+            self.dpop = ProofSigner(None if dpop is True else dpop)
         self._tokens: dict[_Key, _Token] = {}
         self._fetch_lock = threading.Lock()  # held while a (sync) token request is in flight
         self._guard = threading.Lock()  # held briefly around shared state and counters
@@ -247,9 +258,26 @@ class ClientCredentials:
                 self._keep(key, current)
         return current.value
 
-    def headers(self, *, scope: str | None = None, resource: Resource = None) -> dict[str, str]:
-        """``{"Authorization": "Bearer <token>"}`` for a request (arguments of :meth:`token`)."""
-        return {"Authorization": f"Bearer {self.token(scope=scope, resource=resource)}"}
+    def headers(
+        self,
+        method: str = "GET",
+        url: str | None = None,
+        *,
+        scope: str | None = None,
+        resource: Resource = None,
+    ) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for a request (``scope`` and ``resource``
+        as for :meth:`token`); with DPoP, the ``DPoP`` scheme and a proof for ``method``
+        ``url`` (then required)."""
+        return self.auth_headers(self.token(scope=scope, resource=resource), method, url)
+
+    def auth_headers(self, token: str, method: str, url: str | None) -> dict[str, str]:
+        """The headers that send ``token`` with a request to ``method`` ``url``."""
+        if self.dpop is None:
+            return {"Authorization": f"Bearer {token}"}
+        if url is None:
+            raise ValueError("A DPoP-bound token needs the request's method and URL.")
+        return {"Authorization": f"DPoP {token}", "DPoP": self.dpop.proof(method, url, token)}
 
     def invalidate(self, token: str | None = None) -> None:
         """Drop the cached tokens (only ``token``, when given)."""
@@ -275,11 +303,21 @@ class ClientCredentials:
 
     def _fetch(self, key: _Key) -> _Token:
         endpoint = self._token_endpoint or self._discover()
-        body, headers = self._token_request(endpoint, key)
-        started = time.monotonic()
-        self._count_fetch()
-        reply = self._send("POST", endpoint, body.encode(), headers)
+        for attempt in (1, 2):
+            body, headers = self._token_request(endpoint, key)
+            started = time.monotonic()
+            self._count_fetch()
+            reply = self._send("POST", endpoint, body.encode(), headers)
+            if not self._retry_with_nonce(endpoint, reply, attempt):
+                break
         return self._accept(reply, started)
+
+    def _retry_with_nonce(self, endpoint: str, reply: _Reply, attempt: int) -> bool:
+        """Keep a DPoP nonce the reply carries; True to resend with it (once, RFC 9449 §8)."""
+        if self.dpop is None:
+            return False
+        fresh = self.dpop.remember_nonce(endpoint, reply.headers)
+        return attempt == 1 and fresh and _asks_for_nonce(reply)
 
     def _discover(self) -> str:
         assert self.issuer is not None
@@ -332,10 +370,16 @@ class ClientCredentials:
         return current.value
 
     async def aheaders(
-        self, *, scope: str | None = None, resource: Resource = None
+        self,
+        method: str = "GET",
+        url: str | None = None,
+        *,
+        scope: str | None = None,
+        resource: Resource = None,
     ) -> dict[str, str]:
         """:meth:`headers` for coroutines."""
-        return {"Authorization": f"Bearer {await self.atoken(scope=scope, resource=resource)}"}
+        token = await self.atoken(scope=scope, resource=resource)
+        return self.auth_headers(token, method, url)
 
     async def arenew(
         self, token: str, *, scope: str | None = None, resource: Resource = None
@@ -359,10 +403,13 @@ class ClientCredentials:
             url = get_well_known_url(self.issuer, external=True)
             reply = await self._asend("GET", url, None, {"Accept": "application/json"}, True)
             endpoint = self._token_endpoint = self._check_metadata(url, reply)
-        body, headers = self._token_request(endpoint, key)
-        started = time.monotonic()
-        self._count_fetch()
-        reply = await self._asend("POST", endpoint, body.encode(), headers, False)
+        for attempt in (1, 2):
+            body, headers = self._token_request(endpoint, key)
+            started = time.monotonic()
+            self._count_fetch()
+            reply = await self._asend("POST", endpoint, body.encode(), headers, False)
+            if not self._retry_with_nonce(endpoint, reply, attempt):
+                break
         return self._accept(reply, started)
 
     async def _asend(
@@ -413,6 +460,8 @@ class ClientCredentials:
             return body, headers
         assert self._client_auth is not None
         _, headers, body = self._client_auth.prepare("POST", endpoint, headers, body)
+        if self.dpop is not None:
+            headers["DPoP"] = self.dpop.proof("POST", endpoint)
         return body, headers
 
     def _accept(self, reply: _Reply, started: float) -> _Token:
@@ -434,9 +483,10 @@ class ClientCredentials:
                 status_code=reply.status_code,
                 retry_after=_retry_after(reply.headers),
             )
-        if str(data.get("token_type", "")).lower() != "bearer":
+        wanted = "dpop" if self.dpop is not None else "bearer"
+        if str(data.get("token_type", "")).lower() != wanted:
             self._count_failure()
-            raise TokenError("unsupported_token_type", "Only Bearer tokens are supported.")
+            raise TokenError("unsupported_token_type", f"Expected a {wanted} token.")
         lifetime = data.get("expires_in")
         renew_at = None
         if isinstance(lifetime, int | float) and not isinstance(lifetime, bool):
@@ -513,26 +563,29 @@ class ClientCredentialsAuth(_HTTPXAuth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.credentials.token(scope=self.scope, resource=self.resource)
-        request.headers["Authorization"] = f"Bearer {token}"
+        creds = self.credentials
+        token = creds.token(scope=self.scope, resource=self.resource)
+        request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
-            request.headers["Authorization"] = f"Bearer {self.renew(token)}"
+            if not _wants_nonce(creds, str(request.url), response.headers):
+                token = self.renew(token)
+            request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
             yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.credentials.atoken(scope=self.scope, resource=self.resource)
-        request.headers["Authorization"] = f"Bearer {token}"
+        creds = self.credentials
+        token = await creds.atoken(scope=self.scope, resource=self.resource)
+        request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
         response = yield request
         if response.status_code == 401 and self.retry_on_401:
             self._count_retry()
-            renewed = await self.credentials.arenew(
-                token, scope=self.scope, resource=self.resource
-            )
-            request.headers["Authorization"] = f"Bearer {renewed}"
+            if not _wants_nonce(creds, str(request.url), response.headers):
+                token = await creds.arenew(token, scope=self.scope, resource=self.resource)
+            request.headers.update(creds.auth_headers(token, request.method, str(request.url)))
             yield request
 
     # requests
@@ -542,8 +595,9 @@ class ClientCredentialsAuth(_HTTPXAuth):
         return self.credentials.renew(token, scope=self.scope, resource=self.resource)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        token = self.credentials.token(scope=self.scope, resource=self.resource)
-        request.headers["Authorization"] = f"Bearer {token}"
+        creds = self.credentials
+        token = creds.token(scope=self.scope, resource=self.resource)
+        request.headers.update(creds.auth_headers(token, str(request.method), str(request.url)))
         if self.retry_on_401:
             request.register_hook("response", _RetryOn401(self, token))
         return request
@@ -564,7 +618,10 @@ class _RetryOn401:
         response.close()
         request = response.request.copy()
         self.auth._count_retry()
-        request.headers["Authorization"] = f"Bearer {self.auth.renew(self.token)}"
+        creds, token = self.auth.credentials, self.token
+        if not _wants_nonce(creds, str(request.url), response.headers):
+            token = self.auth.renew(token)
+        request.headers.update(creds.auth_headers(token, str(request.method), str(request.url)))
         retried: requests.Response = response.connection.send(request, **kwargs)
         retried.history.append(response)
         retried.request = request
@@ -632,6 +689,25 @@ class _AssertionSigner:
         if self.key.kid:
             header["kid"] = self.key.kid
         return jwt.encode(header, claims, self.key, registry=self.registry)
+
+
+def _asks_for_nonce(reply: _Reply) -> bool:
+    """RFC 9449 §8: the token endpoint wants the nonce its ``DPoP-Nonce`` header carries."""
+    data = reply.json()
+    return (
+        reply.status_code == 400
+        and isinstance(data, dict)
+        and data.get("error") == "use_dpop_nonce"
+    )
+
+
+def _wants_nonce(creds: ClientCredentials, url: str, headers: Mapping[str, str]) -> bool:
+    """RFC 9449 §9: a 401 ``use_dpop_nonce`` with a new ``DPoP-Nonce``: resend with it (the
+    token stays good)."""
+    if creds.dpop is None:
+        return False
+    challenge = headers.get("WWW-Authenticate") or headers.get("www-authenticate") or ""
+    return creds.dpop.remember_nonce(url, headers) and "use_dpop_nonce" in challenge
 
 
 def _parse_leeway(leeway: float | str) -> tuple[float, float | None]:

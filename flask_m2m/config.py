@@ -13,12 +13,14 @@ from typing import Any
 from flask import Flask
 
 from . import config_parsers as read
+from .dpop import PROOF_ALGS
 from .errors import ConfigurationError
 from .policy import ASSERTION_ALGS, MAX_DAYS, RATE_LIMIT_MODES
 
 PREFIX = read.PREFIX
 TOKEN_FORMATS = ("jwt", "opaque")
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+DPOP_ALGS = PROOF_ALGS
 MIN_SECRET_LENGTH = 32
 #: Where used ``jti`` values are remembered (:mod:`flask_m2m.replay`).
 REPLAY_STORES = ("database", "storage", "memory")
@@ -145,6 +147,21 @@ class Settings:
         False, read.flag,
         "Hand a client asking again for the same scopes and audience its last token, while "
         "that token has most of its lifetime left, rather than a new one.",
+    )
+    dpop_signing_algs: tuple[str, ...] = _key(
+        ("ES256", "EdDSA", "Ed25519", "RS256"), read.choices(DPOP_ALGS),
+        "JWS algorithms accepted in DPoP proofs (RFC 9449; list or space-separated), from "
+        "``ES256 ES384 ES512 EdDSA Ed25519 RS256 PS256``.",
+        shown="`ES256 EdDSA Ed25519 RS256`",
+    )
+    dpop_proof_max_age: int = _key(
+        300, read.integer(1),
+        "Seconds a DPoP proof's ``iat`` may lie in the past (plus ``M2M_LEEWAY``).",
+    )
+    dpop_require_nonce: bool = _key(
+        False, read.flag,
+        "Require server-provided nonces in DPoP proofs (RFC 9449 §8-9): a proof without the "
+        "current one gets ``use_dpop_nonce`` and a ``DPoP-Nonce`` header.",
     )
     require_client_name: bool = _key(
         True, read.flag, "Policy: a client must have a non-empty name."

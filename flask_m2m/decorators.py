@@ -9,6 +9,7 @@ resource's RFC 9728 metadata (``resource_metadata``).
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -17,7 +18,15 @@ from typing import ParamSpec, TypeVar, cast
 from flask import current_app, g, request
 from werkzeug.local import LocalProxy
 
-from .errors import InsufficientScope, InvalidToken, JSONHTTPError, MissingToken
+from .binding import NonceRequired, ProofError, ProofPolicy, check_request_proof
+from .errors import (
+    InsufficientScope,
+    InvalidDPoPProof,
+    InvalidToken,
+    JSONHTTPError,
+    MissingToken,
+    UseDPoPNonce,
+)
 from .protection import Protector, get_protector
 from .resource_metadata import SCOPES_ATTRIBUTE
 from .verification import AccessToken, TokenRejected
@@ -30,10 +39,12 @@ REALM = "api"
 
 
 def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
-    """Verify the request's Bearer token and its scopes; store it as ``current_token``.
+    """Verify the request's access token (``Bearer``, or ``DPoP`` with a proof, RFC 9449 §7)
+    and its scopes; store it as ``current_token``.
 
     :raises MissingToken: 401, no Bearer token was sent (RFC 6750 §3.1, no error code).
-    :raises InvalidToken: 401 ``invalid_token``.
+    :raises InvalidToken: 401 ``invalid_token`` (also a DPoP-bound token sent as Bearer);
+        ``invalid_dpop_proof`` or ``use_dpop_nonce`` for a DPoP request.
     :raises InsufficientScope: 403 ``insufficient_scope``.
     :raises TemporarilyUnavailable: 503, the token cannot be checked now (the database, or on
         a resource server the authorization server's introspection, cannot be reached).
@@ -54,19 +65,64 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
 
 def _authenticate(protector: Protector, scopes: tuple[str, ...]) -> AccessToken:
     scheme, _, token_string = request.headers.get("Authorization", "").strip().partition(" ")
-    token_string = token_string.strip()
-    if scheme.lower() != "bearer" or not token_string:
-        raise MissingToken(REALM, resource_metadata=protector.resource_metadata_url())
+    scheme, token_string = scheme.lower(), token_string.strip()
+    policy = protector.dpop
+    algs = policy.algs_text if policy is not None else None
+    metadata = protector.resource_metadata_url()
+    accepted = ("bearer", "dpop") if policy is not None else ("bearer",)
+    if scheme not in accepted or not token_string:
+        raise MissingToken(REALM, algs, resource_metadata=metadata)
+    shown = "DPoP" if scheme == "dpop" else "Bearer"
     try:
         token = protector.authenticate(token_string)
     except TokenRejected as exc:
-        metadata = protector.resource_metadata_url()
-        raise InvalidToken(REALM, str(exc), resource_metadata=metadata) from None
+        raise InvalidToken(
+            REALM, str(exc), scheme=shown, dpop_algs=algs, resource_metadata=metadata
+        ) from None
+    if policy is not None and scheme == "dpop":
+        _check_binding(protector, policy, token, token_string, metadata)
+    elif token.jkt is not None:
+        # RFC 9449 §7.2: a DPoP-bound token is no Bearer token.
+        raise InvalidToken(
+            REALM, "This access token is DPoP-bound: use the DPoP scheme.",
+            dpop_algs=algs, resource_metadata=metadata,
+        )
     if not token.has_scopes(scopes):
-        metadata = protector.resource_metadata_url()
-        raise InsufficientScope(REALM, scopes, resource_metadata=metadata)
+        raise InsufficientScope(
+            REALM, scopes, scheme=shown, dpop_algs=algs, resource_metadata=metadata
+        )
     g._m2m_token = token
     return token
+
+
+def _check_binding(
+    protector: Protector, policy: ProofPolicy, token: AccessToken, token_string: str,
+    metadata: str,
+) -> None:
+    """RFC 9449 §7.1: a proof for this request, by the key the token is bound to.
+
+    :raises InvalidToken: the token is not DPoP-bound.
+    :raises InvalidDPoPProof: no proof, an invalid one, or one by another key.
+    :raises UseDPoPNonce: nonces are required and the proof lacks the current one.
+    """
+    algs = policy.algs_text
+    if token.jkt is None:
+        raise InvalidToken(
+            REALM, "This access token is not DPoP-bound.", scheme="DPoP",
+            dpop_algs=algs, resource_metadata=metadata,
+        )
+    try:
+        proof = check_request_proof(policy, protector.replay, access_token=token_string)
+    except NonceRequired:
+        raise UseDPoPNonce(REALM, policy.nonce(), algs, metadata) from None
+    except ProofError as exc:
+        raise InvalidDPoPProof(REALM, str(exc), algs, metadata) from None
+    if proof is None:
+        raise InvalidDPoPProof(REALM, "A DPoP proof is required.", algs, metadata)
+    if not hmac.compare_digest(proof.jkt, token.jkt):
+        raise InvalidDPoPProof(
+            REALM, "The DPoP proof was signed by another key than the token's.", algs, metadata
+        )
 
 
 def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -14,6 +14,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from .binding import ProofPolicy, Replay
 from .bodies import discard_unread_body
 from .errors import TemporarilyUnavailable
 from .outages import DATABASE_ERRORS, OUTAGE_ERRORS, log_outage
@@ -82,17 +83,20 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         except TokenRejected:
             return {"active": False}
         audience = token.audience[0] if len(token.audience) == 1 else list(token.audience)
+        # RFC 9449 §6.2: a DPoP-bound token's key thumbprint, as ``cnf.jkt``.
+        bound = {"cnf": {"jkt": token.jkt}} if token.jkt else {}
         return {
             "active": True,
             "scope": token.scope,
             "client_id": token.client_id,
-            "token_type": "Bearer",
+            "token_type": "DPoP" if token.jkt else "Bearer",
             "exp": token.expires_at,
             "iat": token.issued_at,
             "sub": token.client_id,
             "aud": audience,
             "iss": token.issuer,
             "jti": token.jti,
+            **bound,
         }
 
 
@@ -109,6 +113,14 @@ class ServerProtector:
         """The metrics' ``require_scope`` histogram, when metrics are on."""
         metrics = self.state.metrics
         return None if metrics is None else metrics.observe_check
+
+    @property
+    def dpop(self) -> ProofPolicy | None:
+        return self.state.dpop
+
+    @property
+    def replay(self) -> Replay:
+        return self.state.replay
 
     def authenticate(self, token_string: str) -> AccessToken:
         state = self.state
@@ -245,6 +257,8 @@ def metadata() -> Response:
             "token_endpoint_auth_signing_alg_values_supported": algs,
             "revocation_endpoint_auth_signing_alg_values_supported": algs,
             "introspection_endpoint_auth_signing_alg_values_supported": algs,
+            # RFC 9449 §5.1
+            "dpop_signing_alg_values_supported": list(state.dpop.algs),
         }
     )
 

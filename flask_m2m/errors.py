@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import (
     Conflict,
     Forbidden,
@@ -50,13 +51,22 @@ class SecretConflict(M2MError, Conflict):
 
 
 class JSONHTTPError(M2MError, HTTPException):
-    """An HTTP error whose body is an OAuth-style JSON object."""
+    """An HTTP error whose body is an OAuth-style JSON object.
+
+    :param headers: extra response headers; a list of pairs may repeat a name (several
+        ``WWW-Authenticate`` challenges).
+    """
 
     error = "server_error"
 
-    def __init__(self, description: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        description: str | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    ):
         super().__init__(description)
-        self.extra_headers = headers or {}
+        items = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
+        self.extra_headers: list[tuple[str, str]] = items
 
     def body(self) -> dict[str, Any]:
         """The JSON object of the response."""
@@ -65,34 +75,65 @@ class JSONHTTPError(M2MError, HTTPException):
     def get_response(  # type: ignore[override]
         self, environ: Any = None, scope: Any = None
     ) -> SansioResponse:
-        headers = {"Content-Type": "application/json", **NO_STORE, **self.extra_headers}
+        headers = Headers({"Content-Type": "application/json", **NO_STORE})
+        for name, value in self.extra_headers:
+            headers.add(name, value)
         return Response(json.dumps(self.body()), status=self.code, headers=headers)
 
 
-def _bearer_challenge(realm: str, resource_metadata: str | None, **params: str) -> str:
-    """An RFC 6750 §3 ``WWW-Authenticate: Bearer`` challenge, with RFC 9728 §5.1
-    ``resource_metadata`` when the protected resource publishes its metadata."""
-    if resource_metadata:
-        params["resource_metadata"] = resource_metadata
-    parts = [f'realm="{realm}"'] + [
-        f'{key}="{value.replace(chr(34), chr(39))}"' for key, value in params.items()
-    ]
-    return "Bearer " + ", ".join(parts)
+def _challenge(scheme: str, realm: str | None, **params: str) -> str:
+    """An RFC 6750 §3 (``Bearer``) or RFC 9449 §7.1 (``DPoP``) ``WWW-Authenticate`` challenge."""
+    parts = [f'realm="{realm}"'] if realm else []
+    parts += [f'{key}="{value.replace(chr(34), chr(39))}"' for key, value in params.items()]
+    return f"{scheme} " + ", ".join(parts)
+
+
+def _challenges(
+    realm: str,
+    dpop_algs: str | None,
+    scheme: str = "Bearer",
+    resource_metadata: str | None = None,
+    **params: str,
+) -> list[tuple[str, str]]:
+    """The challenges of a protected route: the error in the ``scheme`` one (the scheme the
+    request used), and a bare challenge of the other scheme when DPoP is accepted (RFC 9449
+    §7.1); each with RFC 9728 §5.1 ``resource_metadata`` when the resource publishes it."""
+    meta = {"resource_metadata": resource_metadata} if resource_metadata else {}
+    bearer = _challenge("Bearer", realm, **(params if scheme == "Bearer" else {}), **meta)
+    if dpop_algs is None:
+        return [("WWW-Authenticate", bearer)]
+    dpop = _challenge(
+        "DPoP", realm, algs=dpop_algs, **(params if scheme == "DPoP" else {}), **meta
+    )
+    first, second = (bearer, dpop) if scheme == "Bearer" else (dpop, bearer)
+    return [("WWW-Authenticate", first), ("WWW-Authenticate", second)]
 
 
 class MissingToken(JSONHTTPError, Unauthorized):
-    """RFC 6750 §3.1: the request carried no access token (no error code in the challenge)."""
+    """RFC 6750 §3.1: the request carried no access token (no error code in the challenge).
+
+    :param dpop_algs: the DPoP proof algorithms accepted (space-separated), to add a ``DPoP``
+        challenge (RFC 9449 §7.1).
+    """
 
     error = "invalid_request"
     description = "An access token is required."
 
-    def __init__(self, realm: str, *, resource_metadata: str | None = None):
-        challenge = _bearer_challenge(realm, resource_metadata)
-        super().__init__(headers={"WWW-Authenticate": challenge})
+    def __init__(
+        self,
+        realm: str,
+        dpop_algs: str | None = None,
+        *,
+        resource_metadata: str | None = None,
+    ):
+        super().__init__(headers=_challenges(realm, dpop_algs, "Bearer", resource_metadata))
 
 
 class InvalidToken(JSONHTTPError, Unauthorized):
-    """RFC 6750 §3.1 ``invalid_token``: expired, revoked, malformed or otherwise invalid."""
+    """RFC 6750 §3.1 ``invalid_token``: expired, revoked, malformed or otherwise invalid.
+
+    :param scheme: ``Bearer`` or ``DPoP``: the scheme the token came with.
+    """
 
     error = "invalid_token"
 
@@ -101,12 +142,45 @@ class InvalidToken(JSONHTTPError, Unauthorized):
         realm: str,
         description: str = "The access token is invalid.",
         *,
+        scheme: str = "Bearer",
+        dpop_algs: str | None = None,
         resource_metadata: str | None = None,
     ):
-        challenge = _bearer_challenge(
-            realm, resource_metadata, error=self.error, error_description=description
+        challenges = _challenges(
+            realm, dpop_algs, scheme, resource_metadata,
+            error=self.error, error_description=description,
         )
-        super().__init__(description, headers={"WWW-Authenticate": challenge})
+        super().__init__(description, headers=challenges)
+
+
+class InvalidDPoPProof(InvalidToken):
+    """RFC 9449 §7.1 ``invalid_dpop_proof`` (401): the DPoP proof is missing or invalid."""
+
+    error = "invalid_dpop_proof"
+
+    def __init__(
+        self, realm: str, description: str, dpop_algs: str, resource_metadata: str | None = None
+    ):
+        super().__init__(
+            realm, description, scheme="DPoP", dpop_algs=dpop_algs,
+            resource_metadata=resource_metadata,
+        )
+
+
+class UseDPoPNonce(InvalidToken):
+    """RFC 9449 §9 ``use_dpop_nonce`` (401): retry with the nonce of the ``DPoP-Nonce`` header."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(
+        self, realm: str, nonce: str, dpop_algs: str, resource_metadata: str | None = None
+    ):
+        description = "Resource server requires nonce in DPoP proof."
+        super().__init__(
+            realm, description, scheme="DPoP", dpop_algs=dpop_algs,
+            resource_metadata=resource_metadata,
+        )
+        self.extra_headers.append(("DPoP-Nonce", nonce))
 
 
 class InsufficientScope(JSONHTTPError, Forbidden):
@@ -115,14 +189,38 @@ class InsufficientScope(JSONHTTPError, Forbidden):
     error = "insufficient_scope"
 
     def __init__(
-        self, realm: str, scopes: tuple[str, ...], *, resource_metadata: str | None = None
+        self,
+        realm: str,
+        scopes: tuple[str, ...],
+        *,
+        scheme: str = "Bearer",
+        dpop_algs: str | None = None,
+        resource_metadata: str | None = None,
     ):
         needed = " ".join(scopes)
         description = f"The access token needs the scope(s): {needed}."
-        challenge = _bearer_challenge(
-            realm, resource_metadata, error=self.error, error_description=description, scope=needed
+        challenges = _challenges(
+            realm, dpop_algs, scheme, resource_metadata,
+            error=self.error, error_description=description, scope=needed,
         )
-        super().__init__(description, headers={"WWW-Authenticate": challenge})
+        super().__init__(description, headers=challenges)
+
+
+class TokenRefused(M2MError):
+    """Raised by a ``token_claims`` hook to refuse a token: the token endpoint answers 400
+    with ``error`` (an RFC 6749 §5.2 code) and ``description``.
+
+    .. versionadded:: 0.2
+    """
+
+    ERRORS = ("unauthorized_client", "invalid_request", "invalid_scope")
+
+    def __init__(self, description: str, error: str = "unauthorized_client"):
+        if error not in self.ERRORS:
+            raise ValueError(f"error must be one of {self.ERRORS}.")
+        super().__init__(description)
+        self.description = description
+        self.error = error
 
 
 class TemporarilyUnavailable(JSONHTTPError, ServiceUnavailable):

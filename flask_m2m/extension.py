@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask
 
+from .binding import policy_for
 from .config import load_settings
 from .credentials import SecretHasher
 from .endpoints import Introspection, Revocation, ServerProtector, create_blueprint
@@ -26,6 +27,9 @@ from .state import get_state as get_state
 from .tokens import TokenService
 
 __all__ = ["M2M"]
+
+#: A ``token_claims`` hook: ``(client, scope) -> claims to add`` (or None).
+ClaimsHook = Callable[[Any, str], Mapping[str, Any] | None]
 
 
 class M2M:
@@ -55,6 +59,8 @@ class M2M:
         self.options = options
         #: Set by :meth:`management_authorizer`; None: an ``m2m:admin`` token is required.
         self.authorizer: Callable[[], Any] | None = None
+        #: Set by :meth:`token_claims`: adds claims to tokens, or refuses them.
+        self.claims_hook: ClaimsHook | None = None
         if app is not None:
             self.init_app(app, db)
 
@@ -87,6 +93,7 @@ class M2M:
             extension=self,
         )
         state.replay = replay_store(app, state)
+        state.dpop = policy_for(settings)
         state.server = Server(state, debug=app.debug or app.testing)
         state.server.register_endpoint(Revocation)
         state.server.register_endpoint(Introspection)
@@ -109,6 +116,7 @@ class M2M:
             app,
             metadata_path(own) if own and is_absolute_uri(own) else WELL_KNOWN,
             lambda: (state.audience(), state.issuer()),
+            settings.dpop_signing_algs,
         )
         if settings.management_enabled:
             from .management import create_management_blueprint
@@ -133,6 +141,23 @@ class M2M:
         .. versionadded:: 0.1
         """
         self.authorizer = func
+        return func
+
+    def token_claims(self, func: ClaimsHook) -> ClaimsHook:
+        """Decorator: let ``func(client, scope)`` shape the access tokens of a client.
+
+        It runs on every token request once the client is authenticated, with the client
+        row and the granted scope (space-separated), and returns claims to add to the
+        token (a dict; None or ``{}`` for none), or raises
+        :class:`~flask_m2m.errors.TokenRefused` to refuse the request with a 400 OAuth error.
+        The registered claims (``iss``, ``sub``, ``aud``, ``exp``, ``iat``, ``nbf``, ``jti``,
+        ``client_id``, ``scope``, ``cnf``) cannot be set. With ``M2M_REUSE_TOKENS`` a token is
+        handed out again only while the hook returns the same claims for it. Claims go into
+        JWT access tokens; opaque tokens do not store them.
+
+        .. versionadded:: 0.2
+        """
+        self.claims_hook = func
         return func
 
     def state(self, app: Flask | None = None) -> M2MState:

@@ -58,6 +58,7 @@ def token_from_answer(body: Any, opaque: bool, issuer: str) -> AccessToken | Non
             claims=dict(body),
             opaque=opaque,
             not_before=None if nbf is None else numeric_date(nbf),
+            jkt=_jkt(body.get("cnf")),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -160,3 +161,16 @@ class Introspector:
                 for old in list(self._cache)[: len(self._cache) // 2 + 1]:
                     self._cache.pop(old, None)
         self._cache[key] = answer
+
+
+def _jkt(cnf: Any) -> str | None:
+    """RFC 9449 §6.2: the ``cnf.jkt`` of a DPoP-bound token's introspection answer.
+
+    :raises ValueError: for a ``cnf`` this service cannot check (the token is then refused).
+    """
+    if cnf is None:
+        return None
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if not isinstance(jkt, str) or not jkt:
+        raise ValueError("cnf without a jkt")
+    return jkt

@@ -72,6 +72,7 @@ UPDATABLE = (
     "rate_limit",
     "rate_limit_mode",
     "access_token_expires_in",
+    "dpop_bound_access_tokens",
 )
 
 
@@ -428,6 +429,7 @@ def create_client(
     rate_limit_mode: str | None = None,
     metadata: dict[str, Any] | None = None,
     access_token_expires_in: int | None = None,
+    dpop_bound_access_tokens: bool = False,
     secret: str | None = None,
     secret_label: str | None = None,
     token_endpoint_auth_method: str = "client_secret_basic",
@@ -463,6 +465,7 @@ def create_client(
         rate_limit=parse_rate_limit(rate_limit),
         rate_limit_mode=parse_rate_limit_mode(rate_limit_mode),
         access_token_expires_in=_check_token_lifetime(state, access_token_expires_in),
+        dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
         tokens_valid_after=0,
         token_endpoint_auth_method=method,
         jwks=jwks,
@@ -616,6 +619,8 @@ def update_client(
             checked[field] = ("rate_limit_mode", parse_rate_limit_mode(value))
         elif field == "access_token_expires_in":
             checked[field] = ("access_token_expires_in", _check_token_lifetime(state, value))
+        elif field == "dpop_bound_access_tokens":
+            checked[field] = ("dpop_bound_access_tokens", bool(value))
         else:
             checked[field] = ("disabled", bool(value))
     diff: dict[str, Any] = {}

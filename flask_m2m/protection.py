@@ -16,6 +16,7 @@ from flask import Flask, current_app
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from .binding import ProofPolicy, Replay
     from .verification import AccessToken
 
 #: The key of the app's protector in ``app.extensions``.
@@ -28,6 +29,16 @@ class Protector(Protocol):
     @property
     def observe(self) -> Callable[[float, str], None] | None:
         """Records the duration and outcome of one check (Prometheus), or None."""
+        ...
+
+    @property
+    def dpop(self) -> ProofPolicy | None:
+        """How DPoP proofs are judged (RFC 9449), or None when only Bearer is accepted."""
+        ...
+
+    @property
+    def replay(self) -> Replay:
+        """Where the ``jti`` of DPoP proofs are remembered."""
         ...
 
     def authenticate(self, token_string: str) -> AccessToken:

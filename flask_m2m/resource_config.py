@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
-from .config import PREFIX, SIGNING_ALGS
+from .config import DPOP_ALGS, PREFIX, SIGNING_ALGS
 from .config_parsers import BOOL_WORDS
 from .errors import ConfigurationError
 from .resource_metadata import is_absolute_uri
@@ -63,6 +63,15 @@ RESOURCE_SERVER_DEFAULTS: dict[str, Any] = {
     "M2M_INTROSPECTION_CACHE_SECONDS": 5,
     #: Most verified tokens (JWTs and introspection answers) kept by each process.
     "M2M_TOKEN_CACHE_SIZE": 10000,
+    #: JWS algorithms accepted in DPoP proofs (RFC 9449), list or space-separated.
+    "M2M_DPOP_SIGNING_ALGS": ["ES256", "EdDSA", "Ed25519", "RS256"],
+    #: Seconds a DPoP proof's ``iat`` may lie in the past (plus ``M2M_LEEWAY``).
+    "M2M_DPOP_PROOF_MAX_AGE": 300,
+    #: Require this service's nonces in DPoP proofs (RFC 9449 §9).
+    "M2M_DPOP_REQUIRE_NONCE": False,
+    #: Where the ``jti`` of DPoP proofs are remembered: ``memory://`` (this process) or a
+    #: ``redis://`` URL shared by every instance.
+    "M2M_DPOP_REPLAY_STORAGE_URI": "memory://",
 }
 
 INTROSPECTION_MODES = ("opaque", "always")
@@ -89,6 +98,10 @@ class ResourceServerSettings:
     introspection_client_secret: str | None
     introspection_cache_seconds: float
     token_cache_size: int
+    dpop_signing_algs: tuple[str, ...] = ("ES256", "EdDSA", "Ed25519", "RS256")
+    dpop_proof_max_age: int = 300
+    dpop_require_nonce: bool = False
+    dpop_replay_storage_uri: str = "memory://"
 
     @property
     def can_introspect(self) -> bool:
@@ -207,6 +220,16 @@ def load_resource_server_settings(app: Flask, overrides: dict[str, Any]) -> Reso
         raise ConfigurationError(
             'M2M_INTROSPECTION = "always" needs M2M_INTROSPECTION_CLIENT_ID and _SECRET.'
         )
+    dpop_algs = get("M2M_DPOP_SIGNING_ALGS")
+    if isinstance(dpop_algs, str):
+        dpop_algs = dpop_algs.replace(",", " ").split()
+    if not isinstance(dpop_algs, list | tuple) or not dpop_algs or not set(dpop_algs) <= set(
+        DPOP_ALGS
+    ):
+        raise ConfigurationError(f"M2M_DPOP_SIGNING_ALGS must name some of {DPOP_ALGS}.")
+    replay_uri = str(get("M2M_DPOP_REPLAY_STORAGE_URI"))
+    if urlsplit(replay_uri).scheme not in ("memory", "redis", "rediss", "unix"):
+        raise ConfigurationError("M2M_DPOP_REPLAY_STORAGE_URI must be memory:// or redis://...")
     cache_seconds = number("M2M_JWKS_CACHE_SECONDS", 1)
     stale = number("M2M_JWKS_MAX_STALE_SECONDS", 0)
     if stale < cache_seconds:
@@ -229,4 +252,8 @@ def load_resource_server_settings(app: Flask, overrides: dict[str, Any]) -> Reso
         introspection_client_secret=None if client_secret is None else str(client_secret),
         introspection_cache_seconds=number("M2M_INTROSPECTION_CACHE_SECONDS", 0),
         token_cache_size=number("M2M_TOKEN_CACHE_SIZE", 0, int),
+        dpop_signing_algs=tuple(dict.fromkeys(str(alg) for alg in dpop_algs)),
+        dpop_proof_max_age=number("M2M_DPOP_PROOF_MAX_AGE", 1, int),
+        dpop_require_nonce=flag("M2M_DPOP_REQUIRE_NONCE"),
+        dpop_replay_storage_uri=replay_uri,
     )

@@ -8,7 +8,7 @@ routes point there (``resource_metadata``, §5.1).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,23 +54,34 @@ def scopes_in_use(app: Flask) -> list[str]:
     return sorted(scopes)
 
 
-def document(resource: str, issuer: str, scopes: list[str]) -> dict[str, Any]:
-    """The metadata (§2): the resource, its authorization server, scopes, and that tokens go
-    in the ``Authorization`` header only (RFC 6750 §2.1)."""
-    return {
+def document(
+    resource: str, issuer: str, scopes: list[str], dpop_algs: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The metadata (§2): the resource, its authorization server, scopes, that tokens go
+    in the ``Authorization`` header only (RFC 6750 §2.1), and the DPoP proof algorithms
+    accepted (RFC 9449 DPoP-bound tokens, §2 ``dpop_signing_alg_values_supported``)."""
+    body: dict[str, Any] = {
         "resource": resource,
         "authorization_servers": [issuer],
         "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
     }
+    if dpop_algs:
+        body["dpop_signing_alg_values_supported"] = list(dpop_algs)
+    return body
 
 
-def add_metadata_route(app: Flask, path: str, describe: Callable[[], tuple[str, str]]) -> None:
+def add_metadata_route(
+    app: Flask,
+    path: str,
+    describe: Callable[[], tuple[str, str]],
+    dpop_algs: Sequence[str] = (),
+) -> None:
     """Serve the metadata at ``path``; ``describe()`` returns the resource and its issuer."""
 
     def protected_resource_metadata() -> Response:
         resource, issuer = describe()
-        response = jsonify(document(resource, issuer, scopes_in_use(current_app)))
+        response = jsonify(document(resource, issuer, scopes_in_use(current_app), dpop_algs))
         response.headers["Cache-Control"] = "public, max-age=60"
         return response
 

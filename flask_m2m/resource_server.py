@@ -8,6 +8,8 @@ issuer's JWK set (:mod:`flask_m2m.jwks`), other tokens, or all with
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +17,13 @@ from typing import Any
 from flask import Flask
 from joserfc.jwk import Key
 
+from .binding import ProofPolicy, Replay, nonce_key_from
 from .errors import ConfigurationError
 from .introspector import Introspector
 from .jwks import RemoteKeys
 from .protection import PROTECTOR_KEY, get_protector
 from .remote import Discovery, Limits
+from .replay import ReplayStore
 from .resource_config import ResourceServerSettings, load_resource_server_settings
 from .resource_metadata import add_metadata_route, metadata_path, metadata_url
 from .verification import MAX_TOKEN_LENGTH, AccessToken, TokenRejected, check_claims, decode_jwt
@@ -60,6 +64,17 @@ class RemoteProtector:
         )
         self._metadata_url = metadata_url(settings.audience)
         self._cache: dict[str, _Verified] = {}
+        #: How DPoP proofs are judged (RFC 9449); ``htu`` may also name the audience's origin.
+        self.dpop: ProofPolicy | None = ProofPolicy(
+            algs=settings.dpop_signing_algs,
+            max_age=settings.dpop_proof_max_age,
+            leeway=settings.leeway,
+            nonce_key=nonce_key_from(_nonce_secret(app)),
+            require_nonce=settings.dpop_require_nonce,
+            external_base=settings.audience,
+        )
+        #: Where proofs' ``jti`` are remembered (``M2M_DPOP_REPLAY_STORAGE_URI``).
+        self.replay: Replay = _replay_store(settings.dpop_replay_storage_uri)
 
     def resource_metadata_url(self) -> str:
         return self._metadata_url
@@ -112,6 +127,35 @@ class RemoteProtector:
         self._cache[token_string] = entry
 
 
+def _nonce_secret(app: Flask) -> bytes:
+    """What this service's DPoP nonces are keyed with: ``SECRET_KEY`` (shared by instances),
+    else a random key of this process."""
+    secret = app.config.get("SECRET_KEY")
+    if isinstance(secret, str) and secret:
+        return secret.encode()
+    if isinstance(secret, bytes) and secret:
+        return secret
+    return secrets.token_bytes(32)
+
+
+class RedisReplayStore:
+    """Single use of proof ``jti`` values across every instance, in Redis (``SET NX``)."""
+
+    def __init__(self, uri: str):
+        import redis  # an optional dependency: pip install redis
+
+        self._redis = redis.Redis.from_url(uri)
+
+    def first_use(self, kind: str, issuer: str, jti: str, expires_at: int) -> bool:
+        name = "m2m:jti:" + hashlib.sha256(f"{kind}\0{issuer}\0{jti}".encode()).hexdigest()
+        ttl = max(1, expires_at - int(time.time()))
+        return bool(self._redis.set(name, b"1", nx=True, ex=ttl))
+
+
+def _replay_store(uri: str) -> Replay:
+    return ReplayStore() if uri.startswith("memory://") else RedisReplayStore(uri)
+
+
 class ResourceServer:
     """Flask extension for a service that is not the authorization server: ``require_scope``
     and ``current_token`` then check the tokens its trusted issuer minted for this service.
@@ -146,7 +190,10 @@ class ResourceServer:
         app.extensions[RESOURCE_SERVER_KEY] = protector
         app.extensions[PROTECTOR_KEY] = protector
         add_metadata_route(
-            app, metadata_path(settings.audience), lambda: (settings.audience, settings.issuer)
+            app,
+            metadata_path(settings.audience),
+            lambda: (settings.audience, settings.issuer),
+            settings.dpop_signing_algs,
         )
 
     @staticmethod

@@ -17,6 +17,8 @@ from flask import request as flask_request
 from . import signals
 from .assertions import ClientAssertion, private_key_jwt, published_keys
 from .authentication import CredentialsCache, client_secret_basic, client_secret_post
+from .binding import NonceRequired, ProofError, check_request_proof
+from .errors import ConfigurationError, TokenRefused
 from .policy import (
     AUTH_METHODS,
     CLIENT_ID_PATTERN,
@@ -27,6 +29,31 @@ from .policy import (
 
 if TYPE_CHECKING:
     from .state import M2MState
+
+
+#: Claims a ``token_claims`` hook may not set.
+RESERVED_CLAIMS = frozenset(
+    ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "cnf")
+)
+
+
+class InvalidDPoPProofError(OAuth2Error):  # type: ignore[misc]
+    """RFC 9449 §5: the token request's DPoP proof is missing (when required) or invalid."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonceError(OAuth2Error):  # type: ignore[misc]
+    """RFC 9449 §8: retry the token request with the nonce of the ``DPoP-Nonce`` header."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, nonce: str):
+        super().__init__("Authorization server requires nonce in DPoP proof.")
+        self.nonce = nonce
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("DPoP-Nonce", self.nonce)]
 
 
 class _FormPayload(FlaskOAuth2Payload):  # type: ignore[misc]
@@ -115,8 +142,27 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         """
         super().validate_token_request()
         self.validate_requested_resources()
+        self.request.dpop_jkt = self._dpop_jkt()
         limits = self.server.state.rate_limits
         self.limit_headers: list[tuple[str, str]] = limits.count_token_request(self.request.client)
+
+    def _dpop_jkt(self) -> str | None:
+        """The thumbprint of the request's DPoP proof key (RFC 9449 §5), if it sent one.
+
+        :raises InvalidDPoPProofError: an invalid proof, or none from a client whose tokens
+            must be DPoP-bound (``dpop_bound_access_tokens``).
+        :raises UseDPoPNonceError: nonces are required and the proof lacks the current one.
+        """
+        state = self.server.state
+        try:
+            proof = check_request_proof(state.dpop, state.replay)
+        except NonceRequired:
+            raise UseDPoPNonceError(state.dpop.nonce()) from None
+        except ProofError as exc:
+            raise InvalidDPoPProofError(str(exc)) from None
+        if proof is None and getattr(self.request.client, "dpop_bound_access_tokens", False):
+            raise InvalidDPoPProofError("This client's tokens must be DPoP-bound: send a proof.")
+        return proof.jkt if proof is not None else None
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         status, body, headers = super().create_token_response()
@@ -131,10 +177,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         include_refresh_token: bool = False,
     ) -> dict[str, Any]:
         # §4.4.3: no refresh token; the scope and resources are the ones validated above.
-        state: M2MState = self.server.state
-        audience = self.request.audiences or state.audience()
-        return state.tokens.issue(
-            self.request.client, self.request.granted_scope or "", state.issuer(), audience
+        server: Server = self.server
+        audience = self.request.audiences or server.state.audience()
+        return server.issue(
+            self.request.client, self.request.granted_scope or "", audience, self.request.dpop_jkt
         )
 
 
@@ -156,7 +202,6 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         self.register_client_auth_method(
             "private_key_jwt", lambda qc, r: private_key_jwt(state, assertion)
         )
-        self.register_token_generator("default", self._generate_token)
         #: The clients this process has read, with their secrets.
         self.credentials = CredentialsCache(state)
 
@@ -165,9 +210,31 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             return None
         return self.state.db.session.get(self.state.models.client, client_id)
 
-    def _generate_token(self, grant_type: str, client: Any, **kwargs: Any) -> dict[str, Any]:
+    def issue(
+        self, client: Any, scope: str, audience: str | tuple[str, ...], jkt: str | None
+    ) -> dict[str, Any]:
+        """The token response for ``client``: the app's ``token_claims`` hook decides on
+        extra claims (or refuses), then :meth:`TokenService.issue` issues or reuses a token.
+
+        :raises OAuth2Error: (400) when the hook refuses with :class:`TokenRefused`.
+        """
+        extra: dict[str, Any] | None = None
+        hook = self.state.extension.claims_hook
+        if hook is not None:
+            try:
+                result = hook(client, scope)
+            except TokenRefused as exc:
+                refusal = OAuth2Error(exc.description, status_code=400)
+                refusal.error = exc.error
+                raise refusal from None
+            extra = dict(result or {})
+            reserved = RESERVED_CLAIMS.intersection(extra)
+            if reserved:
+                raise ConfigurationError(
+                    f"token_claims may not set registered claims: {', '.join(sorted(reserved))}."
+                )
         return self.state.tokens.issue(
-            client, kwargs.get("scope") or "", self.state.issuer(), self.state.audience()
+            client, scope, self.state.issuer(), audience, jkt=jkt, extra_claims=extra
         )
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:

@@ -15,6 +15,7 @@ from flask import Flask, current_app, request
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from .binding import ProofPolicy
     from .config import Settings
     from .credentials import SecretHasher
     from .extension import M2M
@@ -48,8 +49,10 @@ class M2MState:
     extension: M2M
     server: Server = field(init=False)
     rate_limits: RateLimits = field(init=False)
-    #: Used ``jti`` values of client assertions and DPoP proofs (:mod:`flask_m2m.replay`).
+    #: Single use of ``jti`` values (DPoP proofs, client assertions), shared by instances.
     replay: ReplayStore = field(init=False)
+    #: How DPoP proofs are judged (RFC 9449).
+    dpop: ProofPolicy = field(init=False)
     #: Prometheus metrics, when ``M2M_METRICS_ENABLED``.
     metrics: Metrics | None = None
 

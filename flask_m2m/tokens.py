@@ -9,7 +9,8 @@ With ``M2M_REUSE_TOKENS``, a client asking again for the same scopes and audienc
 last token back (with the ``expires_in`` it has left) while more than half of that token's
 lifetime remains and it is neither revoked nor older than its client's ``tokens_valid_after``.
 Each process keeps its own such tokens, so under several workers a client holds up to one
-token per worker.
+token per worker. A DPoP-bound token (RFC 9449) is handed back only for a proof of the same key,
+and only with the same claims from the app's ``token_claims`` hook.
 
 Every read and write here goes through a session of flask-m2m's own, never the app's
 ``db.session`` (:mod:`flask_m2m.writes`): opaque tokens and revocations are committed in short
@@ -18,6 +19,7 @@ transactions of their own before the response.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -69,12 +71,19 @@ class TokenService:
         self.db = db
         self.keys = keys
         self._cache: dict[str, _Entry] = {}
-        #: (client_id, sorted scopes, issuer, audience) -> last token issued
-        self._issued: dict[tuple[str, str, str, str], _Issued] = {}
+        #: (client_id, sorted scopes, issuer, audience, jkt, extra claims) -> last token issued
+        self._issued: dict[tuple[str, str, str, str, str, str], _Issued] = {}
 
     # -- issuing ---------------------------------------------------------------------------
     def issue(
-        self, client: Any, scope: str, issuer: str, audience: str | tuple[str, ...]
+        self,
+        client: Any,
+        scope: str,
+        issuer: str,
+        audience: str | tuple[str, ...],
+        *,
+        jkt: str | None = None,
+        extra_claims: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create a token for ``client`` and return the RFC 6749 §5.1 response members.
 
@@ -85,12 +94,17 @@ class TokenService:
         returned. With ``M2M_REUSE_TOKENS``, the client's last token for the same request may
         be returned.
 
+        :param jkt: bind the token to this DPoP key thumbprint (RFC 9449 §6).
+        :param extra_claims: more claims for a JWT (the app's ``token_claims`` hook).
         :raises writes.AppHoldsWriteLock: for an opaque token, when the app's session holds
             SQLite's write lock.
         """
         audiences = (audience,) if isinstance(audience, str) else tuple(audience)
         joined = " ".join(audiences)
-        reuse_key = (client.client_id, " ".join(sorted(scope.split())), issuer, joined)
+        extra = json.dumps(extra_claims or {}, sort_keys=True, default=str)
+        reuse_key = (
+            client.client_id, " ".join(sorted(scope.split())), issuer, joined, jkt or "", extra
+        )
         if self.settings.reuse_tokens:
             reused = self._reusable(client, reuse_key)
             if reused is not None:
@@ -112,12 +126,14 @@ class TokenService:
                 issuer=issuer,
                 issued_at=issued_at,
                 expires_at=expires_at,
+                jkt=jkt,
             )
             writes.write(self.db, lambda session: session.add(row))
         else:
             key = self.keys.signing_key()
             header = {"alg": self.settings.signing_alg, "typ": "at+jwt", "kid": key.kid}
-            claims = {
+            claims: dict[str, Any] = {
+                **(extra_claims or {}),
                 "iss": issuer,
                 "exp": expires_at,
                 "aud": audiences[0] if len(audiences) == 1 else list(audiences),
@@ -127,6 +143,8 @@ class TokenService:
                 "jti": jti,
                 "scope": scope,
             }
+            if jkt is not None:
+                claims["cnf"] = {"jkt": jkt}
             access_token = jwt.encode(header, claims, key, registry=JWS_REGISTRY)
         if self.settings.reuse_tokens:
             token = AccessToken(
@@ -138,11 +156,12 @@ class TokenService:
                 issuer=issuer,
                 audience=audiences,
                 opaque=self.settings.token_format == "opaque",
+                jkt=jkt,
             )
             if len(self._issued) >= max(1, self.settings.token_cache_size):
                 self._issued.clear()
             self._issued[reuse_key] = _Issued(access_token, token, time.monotonic())
-        return _response(access_token, expires_at, scope)
+        return _response(access_token, expires_at, scope, jkt)
 
     def lifetime(self, client: Any, audiences: tuple[str, ...]) -> int:
         """Seconds a new token of ``client`` for ``audiences`` lives: the client's own lifetime
@@ -153,7 +172,9 @@ class TokenService:
         shorter = [per_audience[a] for a in audiences if a in per_audience]
         return min([lifetime, *shorter])
 
-    def _reusable(self, client: Any, key: tuple[str, str, str, str]) -> dict[str, Any] | None:
+    def _reusable(
+        self, client: Any, key: tuple[str, str, str, str, str, str]
+    ) -> dict[str, Any] | None:
         """The response handing back the client's last token for ``key``, if it may be."""
         issued = self._issued.get(key)
         if issued is None:
@@ -173,7 +194,9 @@ class TokenService:
                 self._issued.pop(key, None)
                 return None
             issued.checked_at = checked
-        return _response(issued.token_string, token.expires_at, token.scope)
+        if token.jkt != (key[4] or None):  # the key says so already; never hand out another's
+            return None
+        return _response(issued.token_string, token.expires_at, token.scope, token.jkt)
 
     # -- reading ---------------------------------------------------------------------------
     def decode(self, token_string: str) -> AccessToken:
@@ -214,8 +237,10 @@ class TokenService:
                 "iat": row.issued_at,
                 "jti": row.jti,
                 "scope": row.scope,
+                **({"cnf": {"jkt": row.jkt}} if row.jkt else {}),
             },
             opaque=True,
+            jkt=row.jkt,
         )
 
     def check_claims(self, token: AccessToken, issuer: str, audience: str | None) -> None:
@@ -325,11 +350,11 @@ class TokenService:
             pass
 
 
-def _response(access_token: str, expires_at: int, scope: str) -> dict[str, Any]:
-    """The RFC 6749 §5.1 members of a token response."""
+def _response(access_token: str, expires_at: int, scope: str, jkt: str | None) -> dict[str, Any]:
+    """The RFC 6749 §5.1 members of a token response (``token_type`` DPoP: RFC 9449 §5)."""
     return {
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": "DPoP" if jkt else "Bearer",
         "expires_in": expires_at - int(time.time()),
         "scope": scope,
     }

@@ -65,6 +65,8 @@ class AccessToken:
     opaque: bool = False
     #: ``nbf``, when the token has one (RFC 7519 §4.1.5).
     not_before: int | None = None
+    #: RFC 9449 §6: the thumbprint of the key a DPoP-bound token is bound to (``cnf.jkt``).
+    jkt: str | None = None
 
     @property
     def scope(self) -> str:
@@ -112,6 +114,10 @@ def decode_jwt(
         audience = (aud,) if isinstance(aud, str) else tuple(str(a) for a in aud)
         scope = claims.get("scope") or ""
         nbf = claims.get("nbf")
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if cnf is not None and not isinstance(jkt, str):
+            raise ValueError("cnf without a jkt")
         result = AccessToken(
             client_id=str(claims["client_id"]),
             scopes=tuple(str(scope).split()),
@@ -122,6 +128,7 @@ def decode_jwt(
             audience=audience,
             claims=dict(claims),
             not_before=None if nbf is None else numeric_date(nbf),
+            jkt=jkt,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TokenRejected("The access token lacks a required claim.") from exc

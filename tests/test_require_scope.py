@@ -103,7 +103,8 @@ def test_no_credentials_gives_bare_challenge(client: FlaskClient) -> None:
 
 def test_protected_resource_metadata(client: FlaskClient) -> None:
     """RFC 9728 §2, §3: the server's own routes are a protected resource: its audience, its
-    issuer as authorization server, the scopes its routes ask for, header-only tokens."""
+    issuer as authorization server, the scopes its routes ask for, header-only tokens, and
+    the DPoP proof algorithms accepted (RFC 9728 §2)."""
     response = client.get("/.well-known/oauth-protected-resource")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
@@ -112,6 +113,7 @@ def test_protected_resource_metadata(client: FlaskClient) -> None:
         "authorization_servers": [ISSUER],
         "scopes_supported": ["read", "write"],
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "Ed25519", "RS256"],
     }
 
 

@@ -90,7 +90,8 @@ def test_missing_token_and_missing_scope(auth: AuthServer, creds: dict[str, Any]
 
 def test_protected_resource_metadata(auth: AuthServer) -> None:
     """RFC 9728 §3.2: the metadata names the resource, its authorization server, the scopes
-    its routes use and the header as the only way to send tokens."""
+    its routes use, the header as the only way to send tokens, and the DPoP proof algorithms
+    it accepts (RFC 9728 §2)."""
     response = inventory(auth).test_client().get("/.well-known/oauth-protected-resource")
     assert response.status_code == 200
     assert response.get_json() == {
@@ -98,6 +99,7 @@ def test_protected_resource_metadata(auth: AuthServer) -> None:
         "authorization_servers": [auth.url],
         "scopes_supported": ["inventory:read"],
         "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "Ed25519", "RS256"],
     }
 
 

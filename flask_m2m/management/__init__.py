@@ -30,11 +30,11 @@ def _invalid_data(error: InvalidClientData) -> Response:
 def _http_error(error: HTTPException) -> Response:
     if isinstance(error.response, Response) and error.response.mimetype == PROBLEM_TYPE:
         return error.response  # already a problem object (the rate limiter's 429)
-    headers = {}
+    headers: list[tuple[str, str]] = []
     if error.code in (401, 403, 405, 503):
         original = error.get_response()
-        kept = ("WWW-Authenticate", "Allow", "Retry-After")
-        headers = {k: v for k, v in original.headers.items() if k in kept}
+        kept = ("WWW-Authenticate", "Allow", "Retry-After", "DPoP-Nonce")
+        headers = [(k, v) for k, v in original.headers.items() if k in kept]
     return problem(error.code or 500, str(error.description), headers=headers)
 
 

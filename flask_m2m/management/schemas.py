@@ -64,6 +64,8 @@ class ClientCreateSchema(_RateLimitMixin, Schema):
     access_token_expires_in = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1)
     )
+    #: RFC 9449 §5.2: the client must use DPoP; its tokens are all sender-constrained.
+    dpop_bound_access_tokens = fields.Boolean(truthy={True}, falsy={False})
     secret_label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
     token_endpoint_auth_method = fields.String(
         load_default="client_secret_basic", validate=validate.OneOf(CLIENT_AUTH_METHODS)
@@ -103,6 +105,7 @@ class ClientUpdateSchema(_RateLimitMixin, Schema):
     token_endpoint_auth_method = fields.String(validate=validate.OneOf(CLIENT_AUTH_METHODS))
     jwks = fields.Dict(keys=fields.String(), allow_none=True)
     jwks_uri = fields.String(allow_none=True, validate=validate.Length(max=MAX_JWKS_URI_LENGTH))
+    dpop_bound_access_tokens = fields.Boolean(truthy={True}, falsy={False})
 
 
 class SecretCreateSchema(Schema):
@@ -134,6 +137,7 @@ class ClientSchema(Schema):
     rate_limit = fields.String(allow_none=True, required=True)
     rate_limit_mode = fields.String(allow_none=True, required=True)
     access_token_expires_in = fields.Integer(allow_none=True, required=True)
+    dpop_bound_access_tokens = fields.Boolean(required=True)
     last_used_at = fields.AwareDateTime(allow_none=True, required=True)
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
