@@ -64,6 +64,9 @@ class KeyStore:
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
         self._unknown_kid_at = float("-inf")
+        #: Held while an unknown kid is looked up, so that concurrent requests naming the same
+        #: new key wait for that one reload instead of being refused meanwhile.
+        self._unknown_kid_lock = threading.Lock()
         self._signing: Key | None = None
         self._public: dict[str, Key] = {}
         self._private_cache: dict[str, Key] = {}
@@ -93,11 +96,13 @@ class KeyStore:
         self._refresh_if_stale()
         key = self._public.get(kid)
         if key is None and not self.from_config:
-            now = time.monotonic()
-            if now - self._unknown_kid_at >= _UNKNOWN_KID_REFRESH_SECONDS:
-                self._unknown_kid_at = now
-                self.refresh(wait=True)
-                key = self._public.get(kid)
+            with self._unknown_kid_lock:
+                key = self._public.get(kid)  # perhaps loaded by the reload just waited for
+                now = time.monotonic()
+                if key is None and now - self._unknown_kid_at >= _UNKNOWN_KID_REFRESH_SECONDS:
+                    self._unknown_kid_at = now
+                    self.refresh(wait=True)
+                    key = self._public.get(kid)
         return key
 
     def jwks(self) -> dict[str, Any]:

@@ -372,3 +372,43 @@ def test_bad_configuration_fails_at_init(config: dict[str, Any]) -> None:
     (strong client secrets): a bad setting is a ConfigurationError when the app is set up."""
     with pytest.raises(ConfigurationError):
         make_app(**config)
+
+
+def test_requests_naming_a_new_key_together_all_wait_for_one_reload(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key made by another instance: every request that names it while this instance reloads
+    its keys waits for that one reload and finds the key (RFC 7515 §4.1.4 ``kid``), rather than
+    being refused because the reload was already under way."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    here, _ = make_app(url)
+    elsewhere, _ = make_app(url)
+    with here.app_context():
+        keys = get_state(here).keys
+        keys.signing_key()
+    with elsewhere.app_context():
+        new_kid = get_state(elsewhere).keys.rotate()
+    reload = keys.refresh
+    reloads: list[float] = []
+
+    def slow_reload(wait: bool = False) -> None:
+        reloads.append(time.monotonic())
+        time.sleep(0.3)  # a slow database: the other requests arrive meanwhile
+        reload(wait=wait)
+
+    monkeypatch.setattr(keys, "refresh", slow_reload)
+    barrier = threading.Barrier(8)
+
+    def look_up(_: int) -> bool:
+        barrier.wait(timeout=10)
+        with here.app_context():
+            return keys.public_key(new_kid) is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(look_up, range(8)))
+    assert found == [True] * 8
+    assert len(reloads) == 1
