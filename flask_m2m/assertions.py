@@ -212,6 +212,8 @@ def private_key_jwt(state: M2MState, checker: ClientAssertion) -> Any:
     except InvalidClientError as error:  # Authlib's claim checks
         reason = "replayed_jti" if "used before" in str(error.description) else "invalid_claims"
         raise fail(client_id, reason, basic=False) from None
+    except (JoseError, ValueError, TypeError, UnicodeError):  # undecodable (older Authlib)
+        raise fail(client_id, "malformed_assertion", basic=False) from None
     _note_use(state, client)
     return client
 

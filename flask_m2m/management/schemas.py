@@ -117,7 +117,7 @@ class SecretCreateSchema(Schema):
     label = fields.String(allow_none=True, validate=validate.Length(max=MAX_LABEL_LENGTH))
 
 
-class _ListOrEmpty(fields.List[str]):
+class _ListOrEmpty(fields.List):  # type: ignore[type-arg]  # generic only from marshmallow 4
     """A list shown as ``[]`` when the row holds none (rows from before the column)."""
 
     def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> list[Any] | None:
