@@ -27,6 +27,10 @@ def test_authlib_private_key_jwt(
     """Authlib signs for an hour (the default ``M2M_CLIENT_ASSERTION_MAX_LIFETIME``) with a
     PEM key (RSA: no ``kid``, so tried against each key) or a joserfc key (EC); the token then
     opens a protected route, and a second assertion gets another token."""
+    import authlib
+
+    if kind == "EC" and tuple(int(p) for p in authlib.__version__.split(".")[:2]) < (1, 8):
+        pytest.skip("Authlib's own PrivateKeyJWT signs only RSA keys before 1.8 (peer's limit)")
     key = new_key(kind, kid="authlib")
     client_id = register_key_client(app, key, new_key(kind, kid="spare"))
     server = live_server_factory(app)
