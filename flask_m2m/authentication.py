@@ -56,6 +56,8 @@ class CredentialsCache:
         self._entries: dict[str, _Credentials] = {}
         #: Bumped by every :meth:`forget_client`, so a read that raced a change is not kept.
         self._generation = 0
+        #: The read is one query: no transaction around it (one round trip).
+        self._autocommit = writes.Autocommit(state.db)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -81,7 +83,7 @@ class CredentialsCache:
             .where(models.client.client_id == client_id)
         )
         # A session of its own: the copies outlive it and never join the request's session.
-        with Session(self._state.db.engine, expire_on_commit=False) as session:
+        with Session(self._autocommit(), expire_on_commit=False) as session:
             rows = session.execute(query).all()
         found = _Credentials(
             rows[0][0] if rows else None, [row[1] for row in rows if row[1] is not None], now

@@ -73,6 +73,8 @@ class TokenService:
         self._cache: dict[str, _Entry] = {}
         #: (client_id, sorted scopes, issuer, audience, jkt, extra claims) -> last token issued
         self._issued: dict[tuple[str, str, str, str, str, str], _Issued] = {}
+        #: Where an opaque token's row is inserted: one statement, in autocommit mode.
+        self._autocommit = writes.Autocommit(db)
 
     # -- issuing ---------------------------------------------------------------------------
     def issue(
@@ -128,7 +130,7 @@ class TokenService:
                 expires_at=expires_at,
                 jkt=jkt,
             )
-            writes.write(self.db, lambda session: session.add(row))
+            writes.write(self.db, lambda session: session.add(row), autocommit=self._autocommit)
         else:
             key = self.keys.signing_key()
             header = {"alg": self.settings.signing_alg, "typ": "at+jwt", "kid": key.kid}

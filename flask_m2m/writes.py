@@ -14,6 +14,11 @@ times, outdated-secret and rate-limit audit rows) is written as soon as the app'
 ends, and a write that must be done before the response (an opaque token, a revocation, a
 management change) raises :class:`AppHoldsWriteLock` at once. With ``sqlite://`` in memory
 every session shares one connection, so there are no separate transactions at all.
+
+A write of one statement (an opaque token) and a read of one query (a client's credentials)
+need no transaction around them: they run on the engine in autocommit mode
+(:class:`Autocommit`), where the database sees the statement alone, with no ``BEGIN`` before
+it nor ``COMMIT`` after it: one round trip instead of three on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -52,12 +57,41 @@ class AppHoldsWriteLock(M2MError, RuntimeError):
         )
 
 
-def write(db: Any, work: Work, *, wait_for_app: bool = False) -> None:
+class Autocommit:
+    """The engine of an app's ``db`` in autocommit mode, made once (making it costs more than
+    the statement it saves).
+
+    Each statement on it is a transaction of its own. On SQLite it is the engine itself:
+    SQLite runs in the process, so its ``BEGIN`` and ``COMMIT`` are no round trips, and
+    switching a connection's mode costs more than they do (and, in memory, where every
+    session shares one connection, would end a transaction of the app's).
+    """
+
+    def __init__(self, db: Any):
+        self.db = db
+        self._made: tuple[Engine, Engine] | None = None
+
+    def __call__(self) -> Engine:
+        engine: Engine = self.db.engine
+        made = self._made
+        if made is None or made[0] is not engine:
+            own = engine
+            if engine.dialect.name != "sqlite":
+                own = engine.execution_options(isolation_level="AUTOCOMMIT")
+            made = self._made = (engine, own)
+        return made[1]
+
+
+def write(
+    db: Any, work: Work, *, wait_for_app: bool = False, autocommit: Autocommit | None = None
+) -> None:
     """Run ``work(session)`` in a short transaction of flask-m2m's own, committed at once.
 
     :param db: the app's Flask-SQLAlchemy object.
     :param wait_for_app: bookkeeping that may wait: while the app's session holds SQLite's
         write lock, it is written when the app's transaction ends (a failure then is logged).
+    :param autocommit: ``work`` writes one statement: run it in autocommit mode on this
+        engine, as a transaction of its own (no ``BEGIN`` nor ``COMMIT`` round trip).
     :raises AppHoldsWriteLock: when it may not wait and the app's session holds that lock.
     """
     if app_holds_write_lock(db):
@@ -65,7 +99,7 @@ def write(db: Any, work: Work, *, wait_for_app: bool = False) -> None:
             raise AppHoldsWriteLock()
         _wait_for_app(db.session(), db.engine, work)
         return
-    _run(db.engine, work)
+    _run(db.engine if autocommit is None else autocommit(), work)
 
 
 @contextmanager
