@@ -3,16 +3,25 @@
 Each process keeps the imported keys in memory and re-reads the key table at most every
 ``M2M_KEY_REFRESH_SECONDS`` (or at once when a token names a key it has not seen), so that
 no request pays for loading a key.
+
+Access tokens are signed by a :class:`Signer` of the active key: its protected header is
+serialised once per key, and each token costs the JSON of its claims and one signature by
+``cryptography`` (RFC 7515 §7.1 compact serialisation, RFC 7518 §3.3, §3.4; RFC 8037 §3.1).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey, import_key
@@ -44,6 +53,61 @@ def generate_key(alg: str) -> Key:
     return import_key({**key.as_dict(private=True), "alg": alg, "use": "sig"})
 
 
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class Signer:
+    """Signs JWTs with one private key: ``base64url(header) "." base64url(claims)``, then the
+    signature over those bytes (RFC 7515 §5.1).
+
+    The header (``alg``, ``typ``, ``kid``) is serialised once; a token costs the JSON of its
+    claims (as joserfc writes them: compact, UTF-8) and one signature: RSASSA-PKCS1-v1_5 with
+    SHA-256 (RS256), ECDSA P-256 with SHA-256 as the 64-byte ``R || S`` (ES256, RFC 7518
+    §3.4), or Ed25519 (EdDSA, RFC 8037 §3.1).
+
+    :raises ConfigurationError: for a key that does not fit ``alg``.
+    """
+
+    def __init__(self, key: Key, alg: str, typ: str):
+        #: The key's ``kid``, named in the header.
+        self.kid = str(key.kid)
+        header = {"typ": typ, "alg": alg, "kid": self.kid}
+        self._prefix = _b64url(json.dumps(header, separators=(",", ":")).encode()) + b"."
+        self._sign = _signature_function(key.private_key, alg)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """The compact JWS of ``claims``.
+
+        :raises TypeError: if a claim is no JSON value.
+        """
+        payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode()
+        signing_input = self._prefix + _b64url(payload)
+        return (signing_input + b"." + _b64url(self._sign(signing_input))).decode("ascii")
+
+
+def _signature_function(private: Any, alg: str) -> Callable[[bytes], bytes]:
+    """The function that signs a JWS signing input with ``private`` for ``alg``."""
+    if alg == "RS256" and isinstance(private, rsa.RSAPrivateKey):
+        pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+        return lambda data: private.sign(data, pkcs1, sha256)
+    if (
+        alg == "ES256"
+        and isinstance(private, ec.EllipticCurvePrivateKey)
+        and isinstance(private.curve, ec.SECP256R1)
+    ):
+        ecdsa = ec.ECDSA(hashes.SHA256())
+
+        def es256(data: bytes) -> bytes:
+            r, s = decode_dss_signature(private.sign(data, ecdsa))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+        return es256
+    if alg == "EdDSA" and isinstance(private, ed25519.Ed25519PrivateKey):
+        return private.sign
+    raise ConfigurationError(f"The signing key does not fit {alg}.")
+
+
 def public_jwk(key: Key) -> dict[str, Any]:
     """The public JWK of ``key`` (never any private member)."""
     return dict(key.as_dict(private=False))
@@ -68,6 +132,7 @@ class KeyStore:
         #: new key wait for that one reload instead of being refused meanwhile.
         self._unknown_kid_lock = threading.Lock()
         self._signing: Key | None = None
+        self._signer: Signer | None = None
         self._public: dict[str, Key] = {}
         self._private_cache: dict[str, Key] = {}
         if settings.signing_keys is not None:
@@ -90,6 +155,14 @@ class KeyStore:
         self._refresh_if_stale()
         assert self._signing is not None
         return self._signing
+
+    def signer(self) -> Signer:
+        """The :class:`Signer` of :meth:`signing_key`, made once per key."""
+        key = self.signing_key()
+        signer = self._signer
+        if signer is None or signer.kid != key.kid:
+            signer = self._signer = Signer(key, self.settings.signing_alg, "at+jwt")
+        return signer
 
     def public_key(self, kid: str) -> Key | None:
         """The published public key named ``kid``; an unknown kid triggers a (bounded) reload."""

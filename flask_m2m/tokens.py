@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc import jwt
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -37,7 +36,6 @@ from .keys import KeyStore
 from .models import Models
 from .retention import token_cutoff
 from .verification import (
-    JWS_REGISTRY,
     MAX_TOKEN_LENGTH,
     AccessToken,
     TokenRejected,
@@ -132,8 +130,6 @@ class TokenService:
             )
             writes.write(self.db, lambda session: session.add(row), autocommit=self._autocommit)
         else:
-            key = self.keys.signing_key()
-            header = {"alg": self.settings.signing_alg, "typ": "at+jwt", "kid": key.kid}
             claims: dict[str, Any] = {
                 **(extra_claims or {}),
                 "iss": issuer,
@@ -147,7 +143,7 @@ class TokenService:
             }
             if jkt is not None:
                 claims["cnf"] = {"jkt": jkt}
-            access_token = jwt.encode(header, claims, key, registry=JWS_REGISTRY)
+            access_token = self.keys.signer().sign(claims)
         if self.settings.reuse_tokens:
             token = AccessToken(
                 client_id=client.client_id,

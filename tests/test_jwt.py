@@ -14,12 +14,14 @@ import pytest
 from flask import Flask
 from helpers.apps import fetch_token, make_app, register
 from helpers.http import basic_auth, bearer
-from joserfc.jwk import ECKey
+from joserfc import jwt as joserfc_jwt
+from joserfc.jwk import ECKey, import_key
 from sqlalchemy import select, update
 
 from flask_m2m.errors import ConfigurationError
 from flask_m2m.extension import get_state
 from flask_m2m.models import utcnow
+from flask_m2m.verification import JWS_REGISTRY
 
 ISSUER = "https://issuer.test"
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
@@ -412,3 +414,52 @@ def test_requests_naming_a_new_key_together_all_wait_for_one_reload(
         found = list(pool.map(look_up, range(8)))
     assert found == [True] * 8
     assert len(reloads) == 1
+
+
+SIGNATURE_BYTES = {"ES256": 64, "EdDSA": 64}
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_every_issued_token_verifies_with_joserfc_and_pyjwt(
+    app_factory: Callable[..., Flask], alg: str
+) -> None:
+    """RFC 7515 §5.2 / RFC 9068 §4: each token flask-m2m signs (its header serialised once per
+    key, the signature computed by ``cryptography``) verifies with joserfc and with PyJWT, with
+    claims of any JSON (non-ASCII text from ``token_claims``), across a key rotation. ES256 and
+    EdDSA signatures are the raw 64 bytes (RFC 7518 §3.4, RFC 8037 §3.1), not DER."""
+    app = app_factory(M2M_SIGNING_ALG=alg)
+    get_state(app).extension.token_claims(
+        lambda client, scope: {"team": "équipe ☃", "tags": ["a", 1, None, True], "n": 1.5}
+    )
+    creds = register(app)
+    seen_kids = set()
+    for rotation in range(2):
+        keys = {key["kid"]: key for key in _jwks(app)["keys"]}
+        for scope in ("read", "write", "read write", None):
+            token = _token(app, creds, scope)
+            header = jwt.get_unverified_header(token)
+            assert header == {"typ": "at+jwt", "alg": alg, "kid": header["kid"]}
+            jwk = keys[header["kid"]]
+            # joserfc warns of EdDSA (RFC 9864); the server's registry keeps it quiet.
+            by_joserfc = joserfc_jwt.decode(token, import_key(jwk), registry=JWS_REGISTRY)
+            assert by_joserfc.header == header
+            by_pyjwt = jwt.decode(
+                token,
+                jwt.PyJWK(jwk).key,
+                algorithms=[alg],
+                audience=ISSUER,
+                issuer=ISSUER,
+                options={"require": ["iss", "exp", "aud", "sub", "iat", "jti"]},
+            )
+            assert by_pyjwt == by_joserfc.claims
+            assert by_pyjwt["team"] == "équipe ☃"
+            assert by_pyjwt["tags"] == ["a", 1, None, True]
+            assert by_pyjwt["scope"] == (scope or "read write")
+            signature = token.split(".")[2]
+            length = len(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)))
+            assert length == SIGNATURE_BYTES.get(alg, 256)
+            assert _whoami(app, token).status_code == 200
+            seen_kids.add(header["kid"])
+        if rotation == 0:
+            _rotate(app)
+    assert len(seen_kids) == 2
