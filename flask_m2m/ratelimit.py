@@ -26,6 +26,7 @@ When the storage fails, the limits go on in memory, trying the storage again eve
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 _FAILED_AUTH = (401,)
 #: Seconds in-memory counters stand in for a failed storage before it is tried again.
 _FALLBACK_SECONDS = 2.0
+#: Seconds between two sweeps of expired counters out of a memory storage.
+_SWEEP_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -73,6 +76,33 @@ class RateLimited(OAuth2Error):  # type: ignore[misc]
     def get_headers(self) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = super().get_headers()
         return headers + self.limit_headers
+
+
+class MemoryStorageSweptOnceASecond(MemoryStorage):
+    """limits' memory storage, its expired counters swept by a timer thread started at most
+    once a second.
+
+    limits starts that thread again 10 ms after the last sweep, on the next count: under
+    steady traffic a thread start (which waits for the new thread) every 10 ms of each
+    worker's time. A counter past its window is dropped when it is next read whatever the
+    sweep does, so the limits count the same; the sweep only frees memory.
+    """
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # limits' private hook, overridden
+        if not self.timer.is_alive():
+            sweep = getattr(self, "_MemoryStorage__expire_events")  # noqa: B009
+            self.timer = threading.Timer(_SWEEP_SECONDS, sweep)
+            self.timer.daemon = True
+            self.timer.start()
+
+
+def _memory(**options: Any) -> MemoryStorage:
+    """A memory storage: :class:`MemoryStorageSweptOnceASecond` where limits has its hook."""
+    if hasattr(MemoryStorage, "_MemoryStorage__schedule_expiry") and hasattr(
+        MemoryStorage, "_MemoryStorage__expire_events"
+    ):
+        return MemoryStorageSweptOnceASecond(**options)
+    return MemoryStorage(**options)
 
 
 def _strategy(app: Flask) -> RateLimiter:
@@ -97,6 +127,8 @@ def _strategy(app: Flask) -> RateLimiter:
         ) from exc
     if not isinstance(storage, Storage):  # e.g. async+redis://
         raise ConfigurationError("RATELIMIT_STORAGE_URI must name a synchronous storage.")
+    if type(storage) is MemoryStorage:
+        storage = _memory(**options)
     try:
         return STRATEGIES[name](storage)
     except NotImplementedError as exc:
@@ -186,7 +218,7 @@ class RateLimits:
                 type(exc.storage_error).__name__,
             )
             if self._memory is None:
-                self._memory = type(strategy)(MemoryStorage())
+                self._memory = type(strategy)(_memory())
             self._memory_until = time.monotonic() + _FALLBACK_SECONDS
             return work(self._memory)
 

@@ -465,3 +465,31 @@ def test_rate_limit_mode_through_the_management_api(app: Flask) -> None:
 def test_bad_rate_limit_mode_setting_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="M2M_TOKEN_RATE_LIMIT_MODE"):
         make_app(M2M_TOKEN_RATE_LIMIT_MODE="lenient")
+
+
+def test_memory_storage_sweeps_with_one_thread_a_second(app_factory: Callable[..., Flask]) -> None:
+    """With ``memory://``, limits' thread that sweeps expired counters is started at most once
+    a second rather than after every 10 ms of traffic; the counts are the same (an expired
+    counter is dropped when read)."""
+    app = app_factory(RATELIMIT_STORAGE_URI="memory://", M2M_TOKEN_RATE_LIMIT="3/second")
+    storage = get_state(app).rate_limits.storage
+    creds = register(app)
+    client = app.test_client()
+    timers = set()
+    statuses = []
+    start = time.monotonic()
+    while time.monotonic() - start < 0.3:
+        response = client.post(
+            "/m2m/token",
+            data={"grant_type": "client_credentials"},
+            headers=basic_auth(creds["client_id"], creds["client_secret"]),
+        )
+        statuses.append(response.status_code)
+        timers.add(id(getattr(storage, "timer")))  # noqa: B009
+    assert len(timers) <= 2  # the one limits started with the storage, then one a second
+    assert len(statuses) > 6
+    assert statuses[:3] == [200, 200, 200]
+    assert set(statuses) == {200, 429}
+    assert statuses.count(200) <= 6  # 3 per one-second window: at most two windows
+    time.sleep(1.1)
+    assert fetch_token(client, creds)  # a new window: counted afresh
