@@ -160,22 +160,25 @@ def _refuse_bad_form(repeatable: frozenset[str] = frozenset()) -> Response | Non
     if insecure is not None:
         return _oauth_error(insecure)
     limit = settings.max_request_bytes
-    if request.method != "POST":
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    if current.method != "POST":
         response = _oauth_error(InvalidRequestError("Use POST.", status_code=405))
         response.headers["Allow"] = "POST"
         return response
-    if request.content_length is not None and request.content_length > limit:
+    length = current.content_length
+    if length is not None and length > limit:
         return _too_large()
-    if request.mimetype != FORM_TYPE:
+    if current.mimetype != FORM_TYPE:
         return _oauth_error(InvalidRequestError(f"The body must be {FORM_TYPE}."))
     # A streamed body is cut at the reading limit rather than refused: read one byte more
     # than allowed, and refuse what reached it.
-    request.max_content_length = limit + 1
+    current.max_content_length = limit + 1
     try:
-        if len(request.get_data(cache=True)) > limit:  # cached for the form parser below
+        body = current.get_data(cache=True)  # cached for the form parser below
+        if len(body) > limit:
             return _too_large()
-        request.get_data(cache=True).decode("utf-8")
-        form = request.form
+        body.decode("utf-8")
+        form = current.form
     except RequestEntityTooLarge:
         return _too_large()
     except UnicodeDecodeError:

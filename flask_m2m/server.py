@@ -70,17 +70,27 @@ class _FormRequest(FlaskOAuth2Request):  # type: ignore[misc]
     Authlib's constructor refuses an ``http://`` URI to a host other than a loopback one by
     raising ``InsecureTransportError``. flask-m2m judges the transport itself, before this is
     built (:mod:`flask_m2m.transport`, ``M2M_REQUIRE_HTTPS``), so the constructor is given a
-    placeholder ``https`` URI, which passes its check, and the request's real URL is set
-    right after. ``FlaskOAuth2Request.__init__`` is skipped: it would pass the real URL.
+    placeholder ``https`` URI, which passes its check, and ``uri`` is the request's real URL
+    (built only when asked for). ``FlaskOAuth2Request.__init__`` is skipped: it would pass the
+    real URL.
     """
 
     PLACEHOLDER_URI = "https://transport-checked.invalid/"
 
     def __init__(self, request: Any):
-        OAuth2Request.__init__(self, request.method, self.PLACEHOLDER_URI, headers=request.headers)
-        self.uri = request.url
         self._request = request
+        OAuth2Request.__init__(self, request.method, self.PLACEHOLDER_URI, headers=request.headers)
         self.payload = _FormPayload(request)
+
+    @property
+    def uri(self) -> str:
+        """The request's real URL, built when something asks for it (the client credentials
+        grant never does)."""
+        return str(self._request.url)
+
+    @uri.setter
+    def uri(self, value: str) -> None:
+        pass  # the placeholder Authlib's constructor sets: not the request's URL
 
 
 class InvalidTargetError(OAuth2Error):  # type: ignore[misc]
@@ -239,6 +249,8 @@ class Server(AuthorizationServer):  # type: ignore[misc]
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         # An opaque token was stored by TokenService.issue, in a transaction of its own.
+        if not signals.token_issued.receivers:  # nobody listens (metrics off): nothing to send
+            return
         signals.token_issued.send(
             current_app._get_current_object(),  # type: ignore[attr-defined]
             client_id=request.client.client_id,

@@ -101,11 +101,12 @@ class TokenService:
         """
         audiences = (audience,) if isinstance(audience, str) else tuple(audience)
         joined = " ".join(audiences)
-        extra = json.dumps(extra_claims or {}, sort_keys=True, default=str)
-        reuse_key = (
-            client.client_id, " ".join(sorted(scope.split())), issuer, joined, jkt or "", extra
-        )
-        if self.settings.reuse_tokens:
+        reuse = self.settings.reuse_tokens
+        if reuse:
+            extra = json.dumps(extra_claims or {}, sort_keys=True, default=str)
+            reuse_key = (
+                client.client_id, " ".join(sorted(scope.split())), issuer, joined, jkt or "", extra
+            )
             reused = self._reusable(client, reuse_key)
             if reused is not None:
                 return reused
@@ -144,7 +145,7 @@ class TokenService:
             if jkt is not None:
                 claims["cnf"] = {"jkt": jkt}
             access_token = self.keys.signer().sign(claims)
-        if self.settings.reuse_tokens:
+        if reuse:
             token = AccessToken(
                 client_id=client.client_id,
                 scopes=tuple(scope.split()),

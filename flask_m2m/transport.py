@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import weakref
+from functools import lru_cache
 
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Flask, current_app, request
@@ -40,9 +41,12 @@ def https_required(settings: Settings, app: Flask) -> bool:
     return not (app.debug or app.testing)
 
 
+@lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a ``Host`` header value, with or without a port) names this machine:
-    ``localhost``, an address in 127.0.0.0/8, or ``::1`` (also as an IPv4-mapped address)."""
+    ``localhost``, an address in 127.0.0.0/8, or ``::1`` (also as an IPv4-mapped address).
+
+    The answers for the last 256 values are kept: a server sees few ``Host`` values."""
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if name.startswith("[") and "]" in name:
         name = name[1 : name.index("]")]
@@ -63,10 +67,11 @@ def insecure_transport(settings: Settings) -> InvalidRequestError | None:
 
     The first refusal of each app logs a warning that says how to configure the deployment.
     """
-    if request.scheme == "https":
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    if current.scheme == "https":
         return None
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    if not https_required(settings, app) or is_loopback(request.host):
+    if not https_required(settings, app) or is_loopback(current.host):
         return None
     with _warned_lock:
         first = app not in _warned
