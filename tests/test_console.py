@@ -31,6 +31,7 @@ from helpers.console import (
 from helpers.http import LiveServer, basic_auth, bearer
 from werkzeug.security import generate_password_hash
 
+from example import CookieSessions
 from example.console import LOGIN_FAILURES_ALLOWED, new_admin_password
 from flask_m2m import ConfigurationError, audit
 from flask_m2m import lifecycle as clients
@@ -587,3 +588,18 @@ def test_actions_audited_as_the_admin(admin: FlaskClient, app: Flask) -> None:
     page = admin.get(f"{base}/events")  # the trail outlives the client
     assert page.status_code == 200 and "client_deleted" in page.text and "(deleted)" in page.text
     assert "user:admin" in page.text and "b2" in page.text
+
+
+def test_requests_without_the_cookie_get_an_empty_session(app: Flask) -> None:
+    """The example's cookie sessions build nothing for a request without the session cookie
+    (an API call), which gets no cookie back; the console's sessions work as before (the
+    tests above), and a forged cookie opens no session."""
+    assert isinstance(app.session_interface, CookieSessions)
+    client = app.test_client()
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    login_page = client.get("/console/login")  # the console's page touches its session
+    assert login_page.status_code == 200
+    forged = replay(app, "eyJfZnJlc2giOmZhbHNlfQ.forged.signature")
+    assert not logged_in(forged)
