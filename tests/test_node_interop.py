@@ -1,0 +1,268 @@
+"""OAuth clients and a JOSE library written in JavaScript, against live flask-m2m servers:
+``oauth4webapi`` (RFC 8414 discovery, the client credentials grant with ``client_secret_basic``
+or ``private_key_jwt``, DPoP with its nonces, ``protectedResourceRequest``) and ``jose``
+(verifying the access tokens of every signing algorithm against the published JWK set).
+
+The npm packages are installed once per run from ``tests/node/package.json`` (pinned versions)
+into ``tests/node/node_modules``. Without ``node`` or ``npm``, or when the install fails (no
+network), these tests are skipped, unless ``M2M_TEST_NODE=1`` (as in CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from helpers.apps import SECRET_KEY, register
+from helpers.http import LiveServer
+from helpers.key_clients import new_key, register_key_client
+from helpers.resource_servers import INVENTORY, inventory
+from helpers.servers import jwt_part
+from joserfc.jwk import Key
+
+pytestmark = pytest.mark.slow
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+#: Node 20 is the oldest release line the pinned packages support.
+NODE_MAJOR = 20
+#: How long ``npm install`` may take (a cold cache downloads two small packages).
+INSTALL_TIMEOUT = 180
+#: The signing algorithm of a client key of each type (oauth4webapi names Ed25519 so).
+ALGS = {"RSA": "RS256", "EC": "ES256", "OKP": "Ed25519"}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("M2M_TEST_NODE") == "1":
+        pytest.fail(f"M2M_TEST_NODE=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The ``node`` executable, once ``oauth4webapi`` and ``jose`` are installed next to the
+    scripts (``npm install`` once per run; a no-op when they already are)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        _unavailable("node and npm are not installed")
+    assert node is not None and npm is not None
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    major = int(version.stdout.strip().lstrip("v").split(".")[0])
+    if major < NODE_MAJOR:
+        _unavailable(f"node {version.stdout.strip()} is older than {NODE_MAJOR}")
+    command = [npm, "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error"]
+    try:
+        done = subprocess.run(
+            command, cwd=NODE_DIR, capture_output=True, text=True, timeout=INSTALL_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        _unavailable(f"npm install took more than {INSTALL_TIMEOUT} s")
+    if done.returncode != 0:
+        _unavailable(f"npm install failed (offline?): {done.stderr.strip()[-2000:]}")
+    return node
+
+
+def run(node: str, script: str, **arguments: Any) -> dict[str, Any]:
+    """Run ``tests/node/<script>`` with ``arguments`` as JSON; its JSON output."""
+    done = subprocess.run(
+        [node, script, json.dumps(arguments)],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def key_auth(key: Key) -> dict[str, Any]:
+    """``private_key_jwt`` with ``key`` (its private JWK, which the script imports with jose)."""
+    jwk = key.as_dict(private=True)
+    return {"method": "private_key_jwt", "jwk": jwk, "alg": ALGS[key.key_type]}
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], str]]:
+    """``serve(app)``: ``app`` over HTTP on 127.0.0.1 until the test ends; its URL."""
+    servers: list[LiveServer] = []
+
+    def start(app: Flask) -> str:
+        servers.append(LiveServer(app))
+        return servers[-1].url
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.server.server_close()
+
+
+@pytest.fixture
+def auth_app(app_factory: Callable[..., Flask]) -> Flask:
+    """An authorization server whose issuer is the URL it is served at."""
+    return app_factory(M2M_ISSUER=None)
+
+
+@pytest.mark.parametrize("kind", ["RSA", "EC", "OKP"])
+def test_private_key_jwt(
+    node: str, auth_app: Flask, serve: Callable[[Flask], str], kind: str
+) -> None:
+    """RFC 7523 §2.2: oauth4webapi's ``PrivateKeyJwt`` (its assertion's ``aud`` is the
+    issuer) gets a token for a key-only client; ``processClientCredentialsResponse`` accepts
+    the answer, and the token opens a ``require_scope`` route."""
+    key = new_key(kind, kid=f"node-{kind.lower()}")
+    client_id = register_key_client(auth_app, key, new_key(kind, kid="spare"))
+    url = serve(auth_app)
+    out = run(
+        node, "client.mjs", issuer=url, client_id=client_id, auth=key_auth(key), scope="read",
+        requests=[{"url": url + "/api/read"}, {"url": url + "/api/whoami"}],
+    )  # fmt: skip
+    # RFC 8414 §3.3: the issuer in the metadata is the one discovery started from
+    assert out["metadata"]["issuer"] == url
+    assert "private_key_jwt" in out["metadata"]["token_endpoint_auth_methods_supported"]
+    assert ALGS[kind] in out["metadata"]["token_endpoint_auth_signing_alg_values_supported"]
+    token = out["token"]
+    assert token["token_type"] == "bearer" and token["scope"] == "read"
+    assert token["expires_in"] > 0
+    assert jwt_part(token["access_token"], 1)["client_id"] == client_id
+    read, whoami = out["requests"]
+    assert (read["status"], read["body"]) == (200, {"ok": True})
+    assert whoami["body"] == {"client_id": client_id, "scopes": ["read"]}
+
+
+def test_private_key_jwt_with_an_unregistered_key(
+    node: str, auth_app: Flask, serve: Callable[[Flask], str]
+) -> None:
+    """RFC 6749 §5.2: an assertion signed with a key the client does not hold is
+    ``invalid_client``, which oauth4webapi reports as the server's error."""
+    client_id = register_key_client(auth_app, new_key("EC", kid="registered"))
+    other = new_key("EC", kid="registered")  # same kid, other key
+    out = run(node, "client.mjs", issuer=serve(auth_app), client_id=client_id, auth=key_auth(other))
+    assert "token" not in out
+    assert out["token_error"]["status"] == 401
+    assert out["token_error"]["error"] == "invalid_client"
+
+
+def test_client_secret_basic(node: str, auth_app: Flask, serve: Callable[[Flask], str]) -> None:
+    """RFC 6749 §2.3.1: oauth4webapi's ``ClientSecretBasic`` (form-encoded id and secret);
+    a wrong secret is ``invalid_client``."""
+    creds = register(auth_app, "read write")
+    url = serve(auth_app)
+    secret = {"method": "client_secret_basic", "secret": creds["client_secret"]}
+    out = run(
+        node, "client.mjs", issuer=url, client_id=creds["client_id"], auth=secret,
+        requests=[{"url": url + "/api/whoami"}],
+    )  # fmt: skip
+    assert out["token"]["token_type"] == "bearer"
+    assert set(out["token"]["scope"].split()) == {"read", "write"}
+    assert out["requests"][0]["status"] == 200
+    assert out["requests"][0]["body"]["client_id"] == creds["client_id"]
+    wrong = {"method": "client_secret_basic", "secret": creds["client_secret"] + "x"}
+    out = run(node, "client.mjs", issuer=url, client_id=creds["client_id"], auth=wrong)
+    assert (out["token_error"]["status"], out["token_error"]["error"]) == (401, "invalid_client")
+    assert out["token_error"]["challenges"][0]["scheme"] == "basic"
+
+
+@pytest.mark.parametrize("nonce", [False, True], ids=["no-nonce", "nonce"])
+@pytest.mark.parametrize("dpop_alg", ["ES256", "Ed25519"])
+def test_dpop(
+    node: str,
+    app_factory: Callable[..., Flask],
+    serve: Callable[[Flask], str],
+    nonce: bool,
+    dpop_alg: str,
+) -> None:
+    """RFC 9449 end to end with oauth4webapi's ``DPoP`` handle: a key-only client gets a
+    DPoP-bound token (``token_type`` DPoP, ``cnf.jkt`` the thumbprint of the client's DPoP
+    key, §6.1) and calls a ``require_scope`` route of the authorization server and the
+    example inventory (a ``ResourceServer``) with it, each proof for that request (§7.1).
+    With nonces required, the authorization server answers ``use_dpop_nonce`` once at the
+    token endpoint (§8), and its nonce then serves its own routes too (oauth4webapi keeps one
+    per origin); the inventory asks for its own (§9); each retry passes. The same token as
+    ``Bearer`` is refused with challenges oauth4webapi parses (§7.1-7.2)."""
+    auth_app = app_factory(M2M_ISSUER=None, M2M_DPOP_REQUIRE_NONCE=nonce)
+    auth_url = serve(auth_app)
+    inventory_url = serve(inventory(auth_url, M2M_DPOP_REQUIRE_NONCE=nonce, SECRET_KEY=SECRET_KEY))
+    key = new_key("EC", kid="node")
+    client_id = register_key_client(
+        auth_app, key, scopes="read inventory:read", audiences=[INVENTORY]
+    )
+    here, there = auth_url + "/api/read", inventory_url + "/inventory/items"
+
+    def flow(**token_request: Any) -> dict[str, Any]:
+        return run(
+            node, "client.mjs", issuer=auth_url, client_id=client_id, auth=key_auth(key),
+            dpop=dpop_alg, **token_request,
+        )  # fmt: skip
+
+    out = flow(scope="read", requests=[{"url": here}, {"url": here, "scheme": "Bearer"}])
+    assert dpop_alg in out["metadata"]["dpop_signing_alg_values_supported"]
+    assert out["token"]["token_type"] == "dpop"  # oauth4webapi lowercases it
+    claims = jwt_part(out["token"]["access_token"], 1)
+    assert claims["cnf"] == {"jkt": out["jkt"]}
+    assert out["nonce_retries"]["token"] == int(nonce)
+    dpop, bearer = out["requests"]
+    assert (dpop["status"], dpop["body"]) == (200, {"ok": True})
+    assert dpop["nonce_retries"] == 0  # the token endpoint's nonce: same server, same nonce
+    assert_bound_token_refused_as_bearer(bearer, dpop_alg)
+
+    out = flow(
+        scope="inventory:read", resources=[INVENTORY],
+        requests=[{"url": there}, {"url": there, "scheme": "Bearer"}],
+    )  # fmt: skip
+    assert out["token"]["token_type"] == "dpop"
+    assert jwt_part(out["token"]["access_token"], 1)["aud"] == INVENTORY
+    dpop, bearer = out["requests"]
+    assert dpop["status"] == 200, dpop
+    assert [item["sku"] for item in dpop["body"]["items"]] == ["bolt-m6", "nut-m6"]
+    assert dpop["nonce_retries"] == int(nonce)
+    assert_bound_token_refused_as_bearer(bearer, dpop_alg)
+
+
+def assert_bound_token_refused_as_bearer(result: dict[str, Any], alg: str) -> None:
+    """§7.2: a DPoP-bound token sent as ``Bearer`` is 401 ``invalid_token`` with challenges
+    oauth4webapi parsed: Bearer with the error (RFC 6750 §3.1), and DPoP naming the proof
+    algorithms accepted (§7.1)."""
+    assert result["scheme"] == "Bearer"
+    assert result["status"] == 401 and result["body"]["error"] == "invalid_token"
+    schemes = {challenge["scheme"]: challenge["parameters"] for challenge in result["challenges"]}
+    assert schemes.keys() == {"bearer", "dpop"}, result["challenges"]
+    assert schemes["bearer"]["error"] == "invalid_token"
+    assert alg in schemes["dpop"]["algs"].split()
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_jose_verifies_access_tokens(
+    node: str, app_factory: Callable[..., Flask], serve: Callable[[Flask], str], alg: str
+) -> None:
+    """RFC 9068: jose's ``jwtVerify`` with ``createRemoteJWKSet`` on the published JWK set
+    accepts flask-m2m's access tokens of each signing algorithm (``typ`` at+jwt, ``iss``,
+    ``aud``, the required claims), and refuses one for another audience."""
+    auth_app = app_factory(M2M_ISSUER=None, M2M_SIGNING_ALG=alg)
+    url = serve(auth_app)
+    creds = register(auth_app, "read")
+    secret = {"method": "client_secret_basic", "secret": creds["client_secret"]}
+    out = run(node, "client.mjs", issuer=url, client_id=creds["client_id"], auth=secret)
+    token = out["token"]["access_token"]
+    jwks_uri = out["metadata"]["jwks_uri"]
+    verified = run(
+        node, "verify.mjs", jwks_uri=jwks_uri, token=token, issuer=url, audience=url, alg=alg
+    )
+    assert "error" not in verified, verified["error"]
+    assert verified["header"]["alg"] == alg and verified["header"]["typ"] == "at+jwt"
+    payload = verified["payload"]
+    assert payload["client_id"] == payload["sub"] == creds["client_id"]
+    assert payload["scope"] == "read"
+    assert payload["iat"] <= time.time() < payload["exp"]
+    refused = run(
+        node, "verify.mjs", jwks_uri=jwks_uri, token=token, issuer=url, audience=INVENTORY,
+        alg=alg,
+    )  # fmt: skip
+    assert refused["error"]["code"] == "ERR_JWT_CLAIM_VALIDATION_FAILED"
