@@ -57,7 +57,10 @@ def node() -> str:
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     if major < NODE_MAJOR:
         _unavailable(f"node {version.stdout.strip()} is older than {NODE_MAJOR}")
-    command = [npm, "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error"]
+    command = [
+        npm, "install", "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
+        "--prefer-offline", "--fetch-retries=1", "--fetch-timeout=30000",
+    ]  # fmt: skip
     try:
         done = subprocess.run(
             command, cwd=NODE_DIR, capture_output=True, text=True, timeout=INSTALL_TIMEOUT
