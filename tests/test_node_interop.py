@@ -140,6 +140,41 @@ def test_private_key_jwt(
     assert whoami["body"] == {"client_id": client_id, "scopes": ["read"]}
 
 
+@pytest.mark.parametrize(
+    ("alg", "shape"),
+    [("RS256", "jwk"), ("ES256", "jwk"), ("Ed25519", "jwk"), ("Ed25519", "pem")],
+)
+def test_node_key_registered_with_the_cli(
+    node: str, auth_app: Flask, serve: Callable[[Flask], str], tmp_path: Path, alg: str, shape: str
+) -> None:
+    """A key pair made by WebCrypto in Node: its public key as WebCrypto exports the JWK
+    (``key_ops``, ``ext``, and ``alg`` for RSA and Ed25519) or as a PEM is registered with
+    ``flask m2m create-client --jwks-file``; oauth4webapi then authenticates with the private
+    key (without ``kid`` for the PEM, so the server tries each of the client's keys)."""
+    made = run(node, "keygen.mjs", alg=alg, kid="node-worker")
+    path = tmp_path / "worker-key"
+    path.write_text(made["public_pem"] if shape == "pem" else json.dumps(made["public_jwk"]))
+    result = auth_app.test_cli_runner().invoke(
+        args=["m2m", "create-client", "--name", "node-worker", "--scope", "read",
+              "--auth-method", "private_key_jwt", "--jwks-file", str(path), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    client = json.loads(result.output)
+    assert "client_secret" not in client
+    private = made["private_jwk"]
+    if shape == "pem":
+        del private["kid"]
+    url = serve(auth_app)
+    out = run(
+        node, "client.mjs", issuer=url, client_id=client["client_id"],
+        auth={"method": "private_key_jwt", "jwk": private, "alg": alg},
+        requests=[{"url": url + "/api/read"}],
+    )  # fmt: skip
+    assert "token_error" not in out, out["token_error"]
+    assert out["token"]["token_type"] == "bearer"
+    assert out["requests"][0]["status"] == 200
+
+
 def test_private_key_jwt_with_an_unregistered_key(
     node: str, auth_app: Flask, serve: Callable[[Flask], str]
 ) -> None:
