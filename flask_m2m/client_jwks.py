@@ -298,26 +298,52 @@ class PublishedKeys:
         self._sets: dict[str, _Fetched] = {}
         #: When each failing URI last failed: not tried again within ``refetch_seconds``.
         self._failed: dict[str, float] = {}
+        #: One lock per URI being fetched: concurrent requests wait for the one fetch.
+        self._fetching: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, uri: str, *, refresh: bool = False) -> KeySet:
         """The set at ``uri``: cached while younger than ``cache_seconds``; with ``refresh``
         (an unknown ``kid``), fetched again unless it was fetched in the last
-        ``refetch_seconds``.
+        ``refetch_seconds``. Requests asking together share one fetch.
 
         :raises KeysUnavailable: when it must be fetched and cannot be.
         """
-        now = time.monotonic()
+        asked_at = time.monotonic()
+        keys = self._cached(uri, asked_at, refresh)
+        if keys is not None:
+            return keys
+        with self._lock:
+            if len(self._fetching) >= MAX_CACHED_SETS:
+                self._fetching.clear()
+            fetching = self._fetching.setdefault(uri, threading.Lock())
+        with fetching:
+            with self._lock:
+                done, failed_at = self._sets.get(uri), self._failed.get(uri)
+            # another request fetched it, or failed to, while this one waited
+            if done is not None and done.fetched_at >= asked_at:
+                return done.keys
+            if failed_at is not None and failed_at >= asked_at:
+                raise KeysUnavailable("the fetch this request waited for failed")
+            return self._fetch(uri)
+
+    def _cached(self, uri: str, now: float, refresh: bool) -> KeySet | None:
+        """The cached set when it may serve, None when it must be fetched.
+
+        :raises KeysUnavailable: if fetching it failed within ``refetch_seconds``.
+        """
         with self._lock:
             cached = self._sets.get(uri)
+            failed_at = self._failed.get(uri)
         if cached is not None:
             age = now - cached.fetched_at
             if age < self.cache_seconds and not (refresh and age >= self.refetch_seconds):
                 return cached.keys
-        with self._lock:
-            failed_at = self._failed.get(uri)
         if failed_at is not None and now - failed_at < self.refetch_seconds:
             raise KeysUnavailable("failed recently; not fetched again yet")
+        return None
+
+    def _fetch(self, uri: str) -> KeySet:
         try:
             keys = fetch_jwks(
                 uri,

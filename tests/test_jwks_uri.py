@@ -9,6 +9,7 @@ import json
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -145,3 +146,32 @@ def test_non_public_addresses(address: str) -> None:
 
 def test_public_address_is_accepted() -> None:
     check_public_address("8.8.8.8", 443)
+
+
+def test_concurrent_requests_share_one_fetch(app: Flask, host: KeyHost) -> None:
+    """Requests of a client whose set is not cached yet wait for one fetch of it, rather than
+    each fetching it (a burst must not multiply the requests to the client's host)."""
+    key = new_key("EC", "a")
+    host.body, host.delay = public_set(key), 0.3
+    client_id = register_key_client(app, jwks_uri=host.url)
+    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
+    with ThreadPoolExecutor(len(signed)) as pool:
+        statuses = list(pool.map(lambda one: _post(app, one), signed))
+    assert statuses == [200] * len(signed)
+    assert host.fetches == 1
+
+
+def test_concurrent_requests_share_one_failure(
+    app_factory: Callable[..., Flask], host: KeyHost
+) -> None:
+    """When the shared fetch fails, the requests that waited for it are refused without
+    fetching again."""
+    app = app_factory(M2M_JWKS_URI_REFETCH_SECONDS=0)
+    key = new_key("EC", "a")
+    host.body, host.delay = "not json", 0.3
+    client_id = register_key_client(app, jwks_uri=host.url)
+    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
+    with ThreadPoolExecutor(len(signed)) as pool:
+        statuses = list(pool.map(lambda one: _post(app, one), signed))
+    assert statuses == [401] * len(signed)
+    assert host.fetches == 1
