@@ -125,7 +125,8 @@ def test_private_key_jwt(
     url = serve(auth_app)
     out = run(
         node, "client.mjs", issuer=url, client_id=client_id, auth=key_auth(key), scope="read",
-        requests=[{"url": url + "/api/read"}, {"url": url + "/api/whoami"}],
+        requests=[{"url": url + "/api/read", "audience": url}, {"url": url + "/api/whoami"}],
+        introspect_and_revoke=True,
     )  # fmt: skip
     # RFC 8414 §3.3: the issuer in the metadata is the one discovery started from
     assert out["metadata"]["issuer"] == url
@@ -137,7 +138,13 @@ def test_private_key_jwt(
     assert jwt_part(token["access_token"], 1)["client_id"] == client_id
     read, whoami = out["requests"]
     assert (read["status"], read["body"]) == (200, {"ok": True})
+    # RFC 9068 §4, as oauth4webapi's validateJwtAccessToken checks it
+    assert read["validated"] == {"client_id": client_id, "scope": "read"}
     assert whoami["body"] == {"client_id": client_id, "scopes": ["read"]}
+    # RFC 7662 §2.2 and RFC 7009 §2, authenticated with private_key_jwt too
+    assert out["introspected"]["active"] is True
+    assert out["introspected"]["client_id"] == client_id
+    assert out["introspected_after_revocation"] == {"active": False}
 
 
 @pytest.mark.parametrize(
@@ -240,7 +247,14 @@ def test_dpop(
             dpop=dpop_alg, **token_request,
         )  # fmt: skip
 
-    out = flow(scope="read", requests=[{"url": here}, {"url": here, "scheme": "Bearer"}])
+    out = flow(
+        scope="read",
+        requests=[
+            {"url": here, "audience": auth_url},
+            {"url": here, "scheme": "Bearer", "audience": auth_url},
+        ],
+        introspect_and_revoke=True,
+    )
     assert dpop_alg in out["metadata"]["dpop_signing_alg_values_supported"]
     assert out["token"]["token_type"] == "dpop"  # oauth4webapi lowercases it
     claims = jwt_part(out["token"]["access_token"], 1)
@@ -249,11 +263,19 @@ def test_dpop(
     dpop, bearer = out["requests"]
     assert (dpop["status"], dpop["body"]) == (200, {"ok": True})
     assert dpop["nonce_retries"] == 0  # the token endpoint's nonce: same server, same nonce
+    assert dpop["validated"]["cnf"] == {"jkt": out["jkt"]}  # its proof checked by oauth4webapi
     assert_bound_token_refused_as_bearer(bearer, dpop_alg)
+    # RFC 9449 §6.2: introspection returns the binding
+    assert out["introspected"]["active"] is True
+    assert out["introspected"]["cnf"] == {"jkt": out["jkt"]}
+    assert out["introspected_after_revocation"] == {"active": False}
 
     out = flow(
         scope="inventory:read", resources=[INVENTORY],
-        requests=[{"url": there}, {"url": there, "scheme": "Bearer"}],
+        requests=[
+            {"url": there, "audience": INVENTORY},
+            {"url": there, "scheme": "Bearer", "audience": INVENTORY},
+        ],
     )  # fmt: skip
     assert out["token"]["token_type"] == "dpop"
     assert jwt_part(out["token"]["access_token"], 1)["aud"] == INVENTORY
@@ -261,6 +283,7 @@ def test_dpop(
     assert dpop["status"] == 200, dpop
     assert [item["sku"] for item in dpop["body"]["items"]] == ["bolt-m6", "nut-m6"]
     assert dpop["nonce_retries"] == int(nonce)
+    assert dpop["validated"]["cnf"] == {"jkt": out["jkt"]}
     assert_bound_token_refused_as_bearer(bearer, dpop_alg)
 
 
@@ -269,6 +292,7 @@ def assert_bound_token_refused_as_bearer(result: dict[str, Any], alg: str) -> No
     oauth4webapi parsed: Bearer with the error (RFC 6750 §3.1), and DPoP naming the proof
     algorithms accepted (§7.1)."""
     assert result["scheme"] == "Bearer"
+    assert "validation_error" in result  # oauth4webapi's resource-server check agrees
     assert result["status"] == 401 and result["body"]["error"] == "invalid_token"
     schemes = {challenge["scheme"]: challenge["parameters"] for challenge in result["challenges"]}
     assert schemes.keys() == {"bearer", "dpop"}, result["challenges"]

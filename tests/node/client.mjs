@@ -7,7 +7,10 @@
 //
 // Input: {issuer, client_id, auth: {method: "client_secret_basic", secret} |
 //         {method: "private_key_jwt", jwk, alg}, scope?, resources?: [uri], dpop?: alg,
-//         requests?: [{url, scheme?: "DPoP" | "Bearer"}]}
+//         requests?: [{url, scheme?: "DPoP" | "Bearer", audience?}], introspect_and_revoke?}
+// A request with an `audience` is also checked on its way out as an RFC 9068 resource server
+// written with oauth4webapi would: validateJwtAccessToken (and the DPoP proof, §7.1).
+// introspect_and_revoke: introspect the token (RFC 7662), revoke it (RFC 7009), introspect again.
 // Expected protocol errors (a refused token request, a challenge) are reported in the output;
 // anything else fails the process.
 import * as oauth from 'oauth4webapi'
@@ -91,11 +94,24 @@ try {
 }
 out.token = token
 
-for (const { url: raw, scheme = DPoP ? 'DPoP' : 'Bearer' } of input.requests ?? []) {
+for (const { url: raw, scheme = DPoP ? 'DPoP' : 'Bearer', audience } of input.requests ?? []) {
   const url = new URL(raw)
+  const result = { url: raw, scheme }
   // Without the DPoP handle oauth4webapi sends the token as Bearer.
   const options = { DPoP: scheme === 'DPoP' ? DPoP : undefined, ...http(url) }
-  const result = { url: raw, scheme }
+  if (audience) {
+    options[oauth.customFetch] = async (href, init) => {
+      try {
+        const claims = await oauth.validateJwtAccessToken(
+          as, new Request(href, init), audience, http(new URL(as.jwks_uri)),
+        )
+        result.validated = { client_id: claims.client_id, scope: claims.scope, cnf: claims.cnf }
+      } catch (err) {
+        result.validation_error = { name: err.name, code: err.code, message: err.message }
+      }
+      return fetch(href, init)
+    }
+  }
   try {
     const response = await retryingNonce(raw, () =>
       oauth.protectedResourceRequest(token.access_token, 'GET', url, new Headers(), null, options),
@@ -110,6 +126,19 @@ for (const { url: raw, scheme = DPoP ? 'DPoP' : 'Bearer' } of input.requests ?? 
   }
   result.nonce_retries = out.nonce_retries[raw]
   out.requests.push(result)
+}
+
+if (input.introspect_and_revoke) {
+  const endpoint = http(new URL(as.introspection_endpoint))
+  const introspect = async () =>
+    oauth.processIntrospectionResponse(as, client, await oauth.introspectionRequest(
+      as, client, clientAuth, token.access_token, endpoint,
+    ))
+  out.introspected = await introspect()
+  await oauth.processRevocationResponse(await oauth.revocationRequest(
+    as, client, clientAuth, token.access_token, http(new URL(as.revocation_endpoint)),
+  ))
+  out.introspected_after_revocation = await introspect()
 }
 
 process.stdout.write(JSON.stringify(out))
