@@ -1,7 +1,9 @@
 """OAuth clients and a JOSE library written in JavaScript, against live flask-m2m servers:
 ``oauth4webapi`` (RFC 8414 discovery, the client credentials grant with ``client_secret_basic``
-or ``private_key_jwt``, DPoP with its nonces, ``protectedResourceRequest``) and ``jose``
-(verifying the access tokens of every signing algorithm against the published JWK set).
+or ``private_key_jwt``, DPoP with its nonces, ``protectedResourceRequest`` on the authorization
+server and on a ``ResourceServer``, introspection and revocation, and its resource-server check
+``validateJwtAccessToken``) and ``jose`` (verifying the access tokens of every signing
+algorithm against the published JWK set). The scripts are in ``tests/node``.
 
 The npm packages are installed once per run from ``tests/node/package.json`` (pinned versions)
 into ``tests/node/node_modules``. Without ``node`` or ``npm``, or when the install fails (no
@@ -93,8 +95,9 @@ def key_auth(key: Key) -> dict[str, Any]:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Flask], str]]:
-    """``serve(app)``: ``app`` over HTTP on 127.0.0.1 until the test ends; its URL."""
+def serve(app_factory: Callable[..., Flask]) -> Iterator[Callable[[Flask], str]]:
+    """``serve(app)``: ``app`` over HTTP on 127.0.0.1 until the test ends (stopped before
+    ``app_factory`` tears the apps down); its URL."""
     servers: list[LiveServer] = []
 
     def start(app: Flask) -> str:
