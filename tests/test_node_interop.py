@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -33,6 +34,7 @@ from joserfc.jwk import Key
 pytestmark = pytest.mark.slow
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
+SECRETLESS_DOC = Path(__file__).resolve().parent.parent / "docs" / "secretless.md"
 #: Node 20 is the oldest release line the pinned packages support.
 NODE_MAJOR = 20
 #: How long ``npm install`` may take (a cold cache downloads two small packages).
@@ -374,3 +376,52 @@ def test_jose_verifies_access_tokens(
         alg=alg,
     )  # fmt: skip
     assert refused["error"]["code"] == "ERR_JWT_CLAIM_VALIDATION_FAILED"
+
+
+def test_the_example_of_the_docs(
+    node: str, app_factory: Callable[..., Flask], serve: Callable[[Flask], str]
+) -> None:
+    """The oauth4webapi worker of docs/secretless.md runs as written (only the client id
+    filled in) against servers configured as behind a TLS proxy: their public URLs are the
+    ``https`` ones of the example, which a ``fetch`` stand-in sends to the loopback servers, so
+    the DPoP proofs name the public URLs (RFC 9449 §4.3 checks them against the issuer's and
+    the audience's origins). With nonces required, the retry in the example is needed."""
+    (example,) = re.findall(r"^```javascript\n(.*?)^```$", SECRETLESS_DOC.read_text(), re.S | re.M)
+    public_auth, public_inventory = "https://auth.example.com", "https://inventory.example.com"
+    auth_app = app_factory(M2M_ISSUER=public_auth, M2M_DPOP_REQUIRE_NONCE=True)
+    auth_url = serve(auth_app)
+    inventory_url = serve(
+        inventory(
+            public_auth,
+            M2M_AUDIENCE=public_inventory,
+            M2M_JWKS_URI=auth_url + "/m2m/jwks.json",  # the internal address
+        )
+    )
+    key = new_key("EC", kid="worker-1")
+    client_id = register_key_client(
+        auth_app, key, scopes="inventory:read", audiences=[public_inventory]
+    )
+    assert example.count("'m2m_...'") == 1
+    routes = {public_auth: auth_url, public_inventory: inventory_url}
+    prelude = f"""
+import {{ importJWK }} from 'jose'
+const privateKey = await importJWK({json.dumps(key.as_dict(private=True))}, 'ES256')
+const routes = {json.dumps(routes)}
+const realFetch = globalThis.fetch
+globalThis.fetch = (href, init) => {{
+  const url = new URL(href)
+  return realFetch(routes[url.origin] + url.pathname + url.search, init)
+}}
+"""
+    epilogue = """
+process.stdout.write(JSON.stringify({ status: response.status, body: await response.json() }))
+"""
+    code = prelude + example.replace("'m2m_...'", json.dumps(client_id)) + epilogue
+    done = subprocess.run(
+        [node, "--input-type=module", "-"],
+        input=code, cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == 200
+    assert [item["sku"] for item in result["body"]["items"]] == ["bolt-m6", "nut-m6"]
