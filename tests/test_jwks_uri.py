@@ -157,16 +157,20 @@ def test_public_address_is_accepted() -> None:
     check_public_address("8.8.8.8", 443)
 
 
+def _post_together(app: Flask, signed: list[str]) -> list[int]:
+    """Post the assertions from as many threads at once; their statuses."""
+    with ThreadPoolExecutor(len(signed)) as pool:
+        return list(pool.map(lambda one: _post(app, one), signed))
+
+
 def test_concurrent_requests_share_one_fetch(app: Flask, host: KeyHost) -> None:
     """Requests of a client whose set is not cached yet wait for one fetch of it, rather than
     each fetching it (a burst must not multiply the requests to the client's host)."""
     key = new_key("EC", "a")
     host.body, host.delay = public_set(key), 0.3
     client_id = register_key_client(app, jwks_uri=host.url)
-    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
-    with ThreadPoolExecutor(len(signed)) as pool:
-        statuses = list(pool.map(lambda one: _post(app, one), signed))
-    assert statuses == [200] * len(signed)
+    statuses = _post_together(app, [assertion(key, client_id, alg="ES256") for _ in range(6)])
+    assert statuses == [200] * 6
     assert host.fetches == 1
 
 
@@ -179,10 +183,8 @@ def test_concurrent_requests_share_one_failure(
     key = new_key("EC", "a")
     host.body, host.delay = "not json", 0.3
     client_id = register_key_client(app, jwks_uri=host.url)
-    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
-    with ThreadPoolExecutor(len(signed)) as pool:
-        statuses = list(pool.map(lambda one: _post(app, one), signed))
-    assert statuses == [401] * len(signed)
+    statuses = _post_together(app, [assertion(key, client_id, alg="ES256") for _ in range(6)])
+    assert statuses == [401] * 6
     assert host.fetches == 1
 
 
