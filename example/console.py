@@ -93,6 +93,7 @@ csrf = CSRFProtect()
 # An early refusal (CSRF failure, login required) leaves the connection usable.
 bp.after_request(discard_unread_body)
 login_manager = LoginManager()
+bp.after_request(login_manager._update_remember_cookie)  # see init_console
 login_manager.login_view = "console.login"
 login_manager.login_message = ""  # the login page says what it is for
 # Flask-Login's protection (a hash of address and User-Agent) only marks a permanent session
@@ -144,6 +145,10 @@ def init_console(app: Flask) -> None:
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
     login_manager.init_app(app)
+    # Flask-Login refreshes its remember-me cookie after every request of the app, reading
+    # the session (so every API response would say ``Vary: Cookie``); only the console's
+    # requests have a login to refresh, so its blueprint runs that hook instead.
+    app.after_request_funcs[None].remove(login_manager._update_remember_cookie)
     app.extensions["example_console"] = LoginThrottle(app)
     _dummy_hash(_hash_method(password_hash(app)))  # made now, not in a first login's time
     app.register_blueprint(bp)
