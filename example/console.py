@@ -39,6 +39,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from limits import RateLimitItemPerSecond
@@ -113,6 +114,25 @@ SECURITY_HEADERS = {
 }
 
 
+class CookieOnlySessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, minus the work for requests that send no cookie.
+
+    Flask builds the cookie's signer on every request and saves every session; the API's
+    callers (machine clients, without cookies) then pay for a session they never have. The
+    sessions are otherwise Flask's own.
+    """
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if app.secret_key and not request.environ.get("HTTP_COOKIE"):
+            return self.session_class()  # what Flask opens for a request without the cookie
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Any) -> None:
+        if session or session.modified or session.accessed:
+            super().save_session(app, session, response)
+        # else Flask would set no cookie and add no Vary either
+
+
 class Admin(UserMixin):
     """The console's one user."""
 
@@ -143,6 +163,8 @@ def init_console(app: Flask) -> None:
     # CSRF is checked by the console's own hook; the token endpoint and the JSON APIs
     # (Bearer or client authentication, no cookies) must not be.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    if type(app.session_interface) is SecureCookieSessionInterface:  # not the app's own
+        app.session_interface = CookieOnlySessions()
     csrf.init_app(app)
     login_manager.init_app(app)
     # Flask-Login refreshes its remember-me cookie after every request of the app, reading
