@@ -12,7 +12,8 @@ Five cases, each ``GET`` answering ``{"items": []}``:
 Prints, per case, the Python function calls per request under cProfile (a count that other
 load on the machine does not disturb) and the CPU microseconds per request (min and median
 of ``--repeat`` alternating runs of ``--number`` calls, the garbage collector off).
-``--profile CASE`` prints that case's cProfile instead (``--top`` lines, by internal time).
+``--profile CASE`` prints that case's cProfile instead (``--top`` lines, by internal time);
+``--metrics`` turns the server's Prometheus metrics on.
 
     python benchmarks/protected_overhead.py [--number 5000] [--repeat 7]
     python benchmarks/protected_overhead.py --profile as-scoped
@@ -87,7 +88,7 @@ class Case:
                 gc.enable()
 
 
-def build_cases(tmp: str) -> tuple[dict[str, Case], Any]:
+def build_cases(tmp: str, metrics: bool = False) -> tuple[dict[str, Case], Any]:
     """The five cases, and the HTTP server of the authorization server (to stop)."""
     import threading
 
@@ -108,7 +109,12 @@ def build_cases(tmp: str) -> tuple[dict[str, Case], Any]:
     issuer = f"http://127.0.0.1:{port}"
     audience = "http://inventory.test"
     app = create_app(
-        {"M2M_ISSUER": issuer, "M2M_TOKEN_RATE_LIMIT": "1000000000/minute"}, instance_path=tmp
+        {
+            "M2M_ISSUER": issuer,
+            "M2M_TOKEN_RATE_LIMIT": "1000000000/minute",
+            "M2M_METRICS_ENABLED": metrics,
+        },
+        instance_path=tmp,
     )
     app.add_url_rule("/bench/plain", "bench_plain", _items)
     app.add_url_rule("/bench/scoped", "bench_scoped", require_scope("read")(_items))
@@ -155,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=CASES, help="print this case's cProfile")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--sort", default="tottime")
+    parser.add_argument("--metrics", action="store_true", help="M2M_METRICS_ENABLED on the server")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        cases, server = build_cases(tmp)
+        cases, server = build_cases(tmp, args.metrics)
         try:
             if args.profile:
                 profile = cProfile.Profile()
