@@ -13,7 +13,12 @@ Prints, per case, the Python function calls per request under cProfile (a count 
 load on the machine does not disturb) and the CPU microseconds per request (min and median
 of ``--repeat`` alternating runs of ``--number`` calls, the garbage collector off).
 ``--profile CASE`` prints that case's cProfile instead (``--top`` lines, by internal time);
-``--metrics`` turns the server's Prometheus metrics on.
+``--metrics`` turns the server's Prometheus metrics on. Instructions per request, which other
+load does not change (the two ``Ir`` totals of ``-n 100`` and ``-n 300``: their difference
+over 200)::
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=cg.%p \
+        python benchmarks/protected_overhead.py --callgrind as-scoped --number 100
 
     python benchmarks/protected_overhead.py [--number 5000] [--repeat 7]
     python benchmarks/protected_overhead.py --profile as-scoped
@@ -154,6 +159,17 @@ def calls_per_request(case: Case, number: int = 500) -> float:
     return float(pstats.Stats(profile).total_calls) / number  # type: ignore[attr-defined]
 
 
+def _instrumented(case: Case, number: int) -> None:
+    """``number`` calls with callgrind's instrumentation on (``callgrind_control -i``)."""
+    import os
+    import subprocess
+
+    pid = str(os.getpid())
+    subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+    case.loop(number)
+    subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--number", type=int, default=5000, help="requests per repeat")
@@ -162,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--metrics", action="store_true", help="M2M_METRICS_ENABLED on the server")
+    parser.add_argument(
+        "--callgrind", choices=CASES, help="under callgrind --instr-atstart=no: measure this case"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         cases, server = build_cases(tmp, args.metrics)
         try:
+            if args.callgrind:
+                _instrumented(cases[args.callgrind], args.number)
+                return 0
             if args.profile:
                 profile = cProfile.Profile()
                 profile.enable()
