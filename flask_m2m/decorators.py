@@ -50,7 +50,7 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
     :raises TemporarilyUnavailable: 503, the token cannot be checked now (the database, or on
         a resource server the authorization server's introspection, cannot be reached).
     """
-    protector = current_app.extensions.get(PROTECTOR_KEY) or get_protector()
+    protector: Protector = current_app.extensions.get(PROTECTOR_KEY) or get_protector()
     observe = protector.observe
     if observe is None:
         return _authenticate(protector, scopes)
