@@ -20,8 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Request, request
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -47,17 +46,6 @@ READ_TOKEN = """python3 -c 'import json,sys; print(json.load(sys.stdin)["access_
 
 #: The example's in-memory "items" store (an API needs something to protect).
 ITEMS: list[dict[str, Any]] = []
-
-
-class CookieSessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions (the console's), with no signing serializer built for
-    a request that carries no session cookie (every API call): Flask builds one on every
-    request only to return the same empty session."""
-
-    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
-            return self.session_class()
-        return super().open_session(app, request)
 
 
 def private_file(path: Path) -> Path:
@@ -102,7 +90,6 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops
         )
 
-    app.session_interface = CookieSessions()
     db.init_app(app)
     _private_sqlite_file(app)
     m2m.init_app(app, db)

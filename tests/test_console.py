@@ -31,8 +31,7 @@ from helpers.console import (
 from helpers.http import LiveServer, basic_auth, bearer
 from werkzeug.security import generate_password_hash
 
-from example import CookieSessions
-from example.console import LOGIN_FAILURES_ALLOWED, new_admin_password
+from example.console import LOGIN_FAILURES_ALLOWED, CookieOnlySessions, new_admin_password
 from flask_m2m import ConfigurationError, audit
 from flask_m2m import lifecycle as clients
 from flask_m2m.extension import get_state
@@ -469,6 +468,20 @@ def test_csrf_leaves_the_apis_alone(admin: FlaskClient, app: Flask) -> None:
     assert admin.post("/m2m/revoke", data={"token": token}, headers=auth).status_code == 200
 
 
+def test_api_responses_leave_the_session_alone(admin: FlaskClient, app: Flask) -> None:
+    """The console's session is the console's: a machine client's API response (no cookie
+    sent) neither sets a cookie nor says ``Vary: Cookie`` (RFC 9110 §12.5.5), while the
+    console's pages still do."""
+    token = fetch_token(app.test_client(), register(app, "read"))
+    response = app.test_client().get("/api/items", headers=bearer(token))
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert "cookie" not in response.headers.get("Vary", "").lower()
+    page = admin.get("/console/")
+    assert page.status_code == 200
+    assert "cookie" in page.headers.get("Vary", "").lower()
+
+
 def test_secret_shown_only_at_creation_and_rotation(admin: FlaskClient, app: Flask) -> None:
     """The secret appears on the page answering the create (and rotate) form, never again."""
     client_id, secret = create(admin)
@@ -594,7 +607,7 @@ def test_requests_without_the_cookie_get_an_empty_session(app: Flask) -> None:
     """The example's cookie sessions build nothing for a request without the session cookie
     (an API call), which gets no cookie back; the console's sessions work as before (the
     tests above), and a forged cookie opens no session."""
-    assert isinstance(app.session_interface, CookieSessions)
+    assert isinstance(app.session_interface, CookieOnlySessions)
     client = app.test_client()
     response = client.get("/")
     assert response.status_code == 200
