@@ -117,7 +117,7 @@ def create_app() -> Flask:
         return server.create_token_response()
 
     @app.route("/api/items")
-    @require_oauth("read")
+    @require_oauth("read")  # type: ignore[untyped-decorator]
     def items() -> dict[str, Any]:
         return {"items": []}
 

@@ -78,8 +78,8 @@ def print_table(m: Measurements, rss: dict[str, float], header_note: str) -> Non
     for case in m.cases:
         if case.short_runs:
             print(
-                f"note: {case.key}: the single-use list ran out in {len(case.short_runs)} "
-                f"run(s), after {min(case.short_runs):.1f} s at the shortest (rate still valid)"
+                f"note: {case.key}: {len(case.short_runs)} run(s) used up their single-use "
+                "list and were repeated with a longer one"
             )
 
 

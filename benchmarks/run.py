@@ -141,8 +141,13 @@ class Plan:
             in_app_floor=True,
         )  # fmt: skip
         prepare(rs, client_jwks=proofs.public_jwks(self.client_key))
-        token_url = lambda: rs.url + "/m2m/token"  # noqa: E731
-        scoped_url = lambda: rs.url + "/bench/scoped"  # noqa: E731
+
+        def token_url() -> str:
+            return rs.url + "/m2m/token"
+
+        def scoped_url() -> str:
+            return rs.url + "/bench/scoped"
+
         self.case(self.token_case("token RS256", rs, peer=peer["token RS256"]))
         self.case(Case("route without require_scope", rs, "/bench/plain"))
         self.case(Case("require_scope GET, cached token", rs, "/bench/scoped",
@@ -188,7 +193,10 @@ class Plan:
                    config=config, setup=point_at_issuer),
             in_app_floor=True,
         )  # fmt: skip
-        scoped_url = lambda: rs.url + "/bench/scoped"  # noqa: E731
+
+        def scoped_url() -> str:
+            return rs.url + "/bench/scoped"
+
         self.case(Case("require_scope GET, cached token", rs, "/bench/scoped",
                        auth=lambda: "Bearer " + issuer.data["rs_token"]))  # fmt: skip
         self.case(Case(

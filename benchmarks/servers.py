@@ -180,7 +180,7 @@ def prepare(
             server.data["keyed_id"] = keyed.client_id
         db.session.commit()
         models, now = state.models, int(time.time())
-        tables = (models.client, models.client_secret, models.revoked_token)
+        tables: tuple[Any, ...] = (models.client, models.client_secret, models.revoked_token)
         for start in range(0, max(clients - 2, revoked), 10_000):
             stop = min(start + 10_000, clients - 2)
             if start < stop:
