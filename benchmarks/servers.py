@@ -238,8 +238,12 @@ def reset_schema(url: str, schema: str) -> str:
 
 def production_reachable() -> str | None:
     """None when PostgreSQL (``PG_URL``) and Redis (``REDIS_URL``) answer, else why not."""
-    import redis
-    import sqlalchemy
+    try:
+        import psycopg  # noqa: F401
+        import redis
+        import sqlalchemy
+    except ImportError as exc:
+        return f"{exc.name} is not installed (the bench extra has it)"
 
     try:
         engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
