@@ -59,10 +59,12 @@ def print_table(m: Measurements, rss: dict[str, float], header_note: str) -> Non
     print(header)
     print("-" * len(header))
     shown: set[str] = set()
+    previous = ""
     for case in m.cases:
         runs = m.results[case.key]
         name = case.server.name
-        first = name not in shown
+        first, previous = name != previous, name
+        with_rss = first and name not in shown
         shown.add(name)
         rps, p50, p99 = (median([r[k] for r in runs]) for k in ("rps", "p50", "p99"))
         errors = sum(r["errors"] for r in runs)
@@ -73,7 +75,7 @@ def print_table(m: Measurements, rss: dict[str, float], header_note: str) -> Non
             f"{errors:6.0f} {m.bare(case):6.2f} "
             f"{'' if in_app is None else f'{in_app:.2f}':>8} "
             f"{'' if authlib is None else f'{authlib:.2f}':>9} "
-            f"{f'{rss[name]:.1f}' if first and name in rss else '':>7}"
+            f"{f'{rss[name]:.1f}' if with_rss and name in rss else '':>7}"
         )
     for case in m.cases:
         if case.short_runs:
