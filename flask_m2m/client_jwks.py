@@ -13,14 +13,14 @@ fetch has a timeout (``M2M_JWKS_URI_TIMEOUT``, also bounding the whole read), a 
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -205,9 +205,9 @@ def describe_keys(jwks: dict[str, Any] | None, jwks_uri: str | None) -> dict[str
     return {"keys": [{"kid": key.kid, "thumbprint": key.thumbprint()} for key in keys]}
 
 
-def check_public_address(host: str, port: int) -> None:
+def check_public_address(host: str, port: int) -> str:
     """Resolve ``host`` and refuse it unless every address is global (not private, loopback,
-    link-local, multicast, reserved or unspecified).
+    link-local, multicast, reserved or unspecified); return the first, to connect to.
 
     :raises KeysUnavailable: for an address refused or a name that does not resolve.
     """
@@ -220,21 +220,35 @@ def check_public_address(host: str, port: int) -> None:
         mapped = getattr(address, "ipv4_mapped", None)
         if not (mapped or address).is_global:
             raise KeysUnavailable(f"{host!r} resolves to a non-public address ({address})")
+    if not infos:
+        raise KeysUnavailable(f"{host!r} resolves to no address")
+    return str(infos[0][4][0])
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Follow no redirect: a 3xx is an error."""
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection to ``address``, the one the host name resolved to when it was
+    checked, with the certificate verified for the host name: the name is not resolved again,
+    so a second answer of the name's DNS (rebinding) cannot point the fetch elsewhere."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __init__(
+        self, host: str, port: int, address: str, *, timeout: float, context: ssl.SSLContext
+    ):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address = address
+        self.tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(raw, server_hostname=self.host)
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+_TLS = ssl.create_default_context()
 
 
 def fetch_jwks(uri: str, *, timeout: float, max_bytes: int, allow_insecure: bool) -> KeySet:
     """GET ``uri`` and return its checked JWK Set, within ``timeout`` seconds in all and
-    ``max_bytes`` bytes, following no redirect.
+    ``max_bytes`` bytes, following no redirect. Outside development the connection goes to
+    the address :func:`check_public_address` accepted.
 
     :raises KeysUnavailable: for any failure (refused address, network, status, size, time,
         content).
@@ -244,26 +258,37 @@ def fetch_jwks(uri: str, *, timeout: float, max_bytes: int, allow_insecure: bool
     except ValueError as exc:
         raise KeysUnavailable(str(exc)) from None
     parts = urlsplit(uri)
-    if not allow_insecure:
-        check_public_address(parts.hostname or "", parts.port or 443)
+    host, https = parts.hostname or "", parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    connection: http.client.HTTPConnection
+    if not allow_insecure:  # https only (check_jwks_uri)
+        address = check_public_address(host, port)
+        connection = PinnedHTTPSConnection(host, port, address, timeout=timeout, context=_TLS)
+    elif https:
+        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=_TLS)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(uri, headers={"Accept": "application/json"})
     body = b""
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            if response.status != 200:
-                raise KeysUnavailable(f"status {response.status}")
-            while len(body) <= max_bytes:
-                if time.monotonic() > deadline:
-                    raise KeysUnavailable("too slow")
-                chunk = response.read1(8192)
-                if not chunk:
-                    break
-                body += chunk
-    except urllib.error.HTTPError as exc:
-        raise KeysUnavailable(f"status {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        connection.request("GET", target, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:  # a redirect too: none is followed
+            raise KeysUnavailable(f"status {response.status}")
+        while len(body) <= max_bytes:
+            if time.monotonic() > deadline:
+                raise KeysUnavailable("too slow")
+            chunk = response.read1(8192)
+            if not chunk:
+                break
+            body += chunk
+    except (http.client.HTTPException, OSError, ValueError) as exc:
         raise KeysUnavailable(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        connection.close()
     if len(body) > max_bytes:
         raise KeysUnavailable(f"larger than {max_bytes} bytes")
     try:
@@ -298,26 +323,52 @@ class PublishedKeys:
         self._sets: dict[str, _Fetched] = {}
         #: When each failing URI last failed: not tried again within ``refetch_seconds``.
         self._failed: dict[str, float] = {}
+        #: One lock per URI being fetched: concurrent requests wait for the one fetch.
+        self._fetching: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, uri: str, *, refresh: bool = False) -> KeySet:
         """The set at ``uri``: cached while younger than ``cache_seconds``; with ``refresh``
         (an unknown ``kid``), fetched again unless it was fetched in the last
-        ``refetch_seconds``.
+        ``refetch_seconds``. Requests asking together share one fetch.
 
         :raises KeysUnavailable: when it must be fetched and cannot be.
         """
-        now = time.monotonic()
+        asked_at = time.monotonic()
+        keys = self._cached(uri, asked_at, refresh)
+        if keys is not None:
+            return keys
+        with self._lock:
+            if len(self._fetching) >= MAX_CACHED_SETS:
+                self._fetching.clear()
+            fetching = self._fetching.setdefault(uri, threading.Lock())
+        with fetching:
+            with self._lock:
+                done, failed_at = self._sets.get(uri), self._failed.get(uri)
+            # another request fetched it, or failed to, while this one waited
+            if done is not None and done.fetched_at >= asked_at:
+                return done.keys
+            if failed_at is not None and failed_at >= asked_at:
+                raise KeysUnavailable("the fetch this request waited for failed")
+            return self._fetch(uri)
+
+    def _cached(self, uri: str, now: float, refresh: bool) -> KeySet | None:
+        """The cached set when it may serve, None when it must be fetched.
+
+        :raises KeysUnavailable: if fetching it failed within ``refetch_seconds``.
+        """
         with self._lock:
             cached = self._sets.get(uri)
+            failed_at = self._failed.get(uri)
         if cached is not None:
             age = now - cached.fetched_at
             if age < self.cache_seconds and not (refresh and age >= self.refetch_seconds):
                 return cached.keys
-        with self._lock:
-            failed_at = self._failed.get(uri)
         if failed_at is not None and now - failed_at < self.refetch_seconds:
             raise KeysUnavailable("failed recently; not fetched again yet")
+        return None
+
+    def _fetch(self, uri: str) -> KeySet:
         try:
             keys = fetch_jwks(
                 uri,

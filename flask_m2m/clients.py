@@ -9,13 +9,15 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from . import lifecycle
+from . import client_fields, lifecycle
 
 
 def __getattr__(name: str) -> Any:
-    value = getattr(lifecycle, name)
+    # the checks of client fields moved on to flask_m2m.client_fields
+    home = client_fields if hasattr(client_fields, name) else lifecycle
+    value = getattr(home, name)
     warnings.warn(
-        f"flask_m2m.clients.{name} is deprecated: use flask_m2m.lifecycle.{name}.",
+        f"flask_m2m.clients.{name} is deprecated: use {home.__name__}.{name}.",
         DeprecationWarning,
         stacklevel=2,
     )

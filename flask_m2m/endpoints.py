@@ -18,7 +18,7 @@ from .binding import ProofPolicy, Replay
 from .bodies import discard_unread_body
 from .errors import TemporarilyUnavailable
 from .outages import DATABASE_ERRORS, OUTAGE_ERRORS, log_outage
-from .policy import AUTH_METHODS
+from .policy import AUTH_METHODS, RESERVED_CLAIMS
 from .resource_metadata import WELL_KNOWN, is_absolute_uri, metadata_url
 from .state import M2MState, get_state
 from .tokens import AccessToken, TokenRejected
@@ -85,7 +85,9 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         audience = token.audience[0] if len(token.audience) == 1 else list(token.audience)
         # RFC 9449 §6.2: a DPoP-bound token's key thumbprint, as ``cnf.jkt``.
         bound = {"cnf": {"jkt": token.jkt}} if token.jkt else {}
+        extra = {k: v for k, v in token.claims.items() if k not in RESERVED_CLAIMS}
         return {
+            **extra,  # the app's token_claims hook (RFC 7662 §2.2: other members may appear)
             "active": True,
             "scope": token.scope,
             "client_id": token.client_id,

@@ -16,7 +16,6 @@ CLI and the example console commit ``db.session``. Reading functions (``get_clie
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,10 +28,21 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, scoped_session
 
 from . import audit, signals
+from .client_fields import (
+    check_expires_at,
+    check_imported_secret,
+    check_label,
+    check_metadata,
+    check_name,
+    check_token_lifetime,
+    expiry_from_days,
+    normalize_audiences,
+    normalize_scopes,
+    parse_rate_limit,
+    parse_rate_limit_mode,
+)
 from .client_jwks import check_client_keys, describe_keys
 from .credentials import (
-    MAX_SECRET_LENGTH,
-    MIN_IMPORTED_SECRET_LENGTH,
     generate_client_id,
     generate_client_secret,
     generate_secret_id,
@@ -44,19 +54,8 @@ from .pagination import Page, decode_cursor, fetch_page
 from .policy import (
     CLIENT_ID_PATTERN,
     KEY_METHODS,
-    MAX_AUDIENCES,
-    MAX_DAYS,
-    MAX_LABEL_LENGTH,
-    MAX_METADATA_DEPTH,
-    MAX_NAME_LENGTH,
-    MAX_RATE_LIMIT_LENGTH,
-    MAX_SCOPES,
     PAGE_SIZE,
-    RATE_LIMIT_MODES,
-    SCOPE_TOKEN,
-    parse_audience,
 )
-from .policy import parse_rate_limit as parse_limit_string
 
 if TYPE_CHECKING:
     from .state import M2MState
@@ -104,179 +103,6 @@ def _app() -> Any:
 
 def _session(state: M2MState, session: AnySession | None) -> Any:
     return state.db.session if session is None else session
-
-
-# -- policy checks -----------------------------------------------------------------------------
-def normalize_scopes(state: M2MState, scopes: str | list[str] | tuple[str, ...]) -> str:
-    """Scopes as one space-separated string of valid (§3.3) and allowed scope tokens."""
-    items = scopes.split() if isinstance(scopes, str) else list(scopes)
-    if len(items) > MAX_SCOPES:
-        raise InvalidClientData(f"At most {MAX_SCOPES} scopes.", field="scopes")
-    for scope in items:
-        if not isinstance(scope, str) or not SCOPE_TOKEN.fullmatch(scope):
-            raise InvalidClientData(f"Invalid scope {scope!r}.", field="scopes")
-    allowed = state.settings.allowed_scopes
-    if allowed is not None:
-        refused = [s for s in items if s not in allowed]
-        if refused:
-            raise InvalidClientData(f"Scopes not allowed: {' '.join(refused)}.", field="scopes")
-    return " ".join(dict.fromkeys(items))
-
-
-def normalize_audiences(audiences: Any) -> list[str]:
-    """The audiences (RFC 8707 resource identifiers) a client may ask tokens for: a list of
-    at most :data:`.policy.MAX_AUDIENCES` absolute URIs (:func:`.policy.parse_audience`)."""
-    if audiences is None:
-        return []
-    if isinstance(audiences, str) or not isinstance(audiences, list | tuple):
-        raise InvalidClientData("audiences must be a list of URIs.", field="audiences")
-    if len(audiences) > MAX_AUDIENCES:
-        raise InvalidClientData(f"At most {MAX_AUDIENCES} audiences.", field="audiences")
-    try:
-        return list(dict.fromkeys(parse_audience(item) for item in audiences))
-    except ValueError as exc:
-        raise InvalidClientData(f"Each audience must be {exc}.", field="audiences") from None
-
-
-def _check_name(state: M2MState, name: Any) -> str:
-    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        raise InvalidClientData(
-            f"The name must be printable text of at most {MAX_NAME_LENGTH} characters.",
-            field="name",
-        )
-    if state.settings.require_client_name and not name.strip():
-        raise InvalidClientData("A client name is required.", field="name")
-    return name.strip()
-
-
-def _check_metadata(state: M2MState, metadata: Any) -> dict[str, Any]:
-    if metadata is None or metadata == {}:
-        return {}
-    if not state.settings.allow_client_metadata:
-        raise InvalidClientData("Client metadata is not allowed here.", field="metadata")
-    if not isinstance(metadata, dict):
-        raise InvalidClientData("metadata must be a JSON object.", field="metadata")
-    if _nesting_exceeds(metadata, MAX_METADATA_DEPTH):
-        raise InvalidClientData(
-            f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep.", field="metadata"
-        )
-    try:
-        size = len(json.dumps(metadata, allow_nan=False).encode())
-    except (TypeError, ValueError):  # NaN and Infinity are not JSON
-        raise InvalidClientData("metadata must be plain JSON.", field="metadata") from None
-    if size > state.settings.max_metadata_bytes:
-        raise InvalidClientData(
-            f"metadata is larger than {state.settings.max_metadata_bytes} bytes.", field="metadata"
-        )
-    return metadata
-
-
-def _nesting_exceeds(value: dict[str, Any], limit: int) -> bool:
-    """Whether objects and arrays nest more than ``limit`` levels deep in ``value`` (walked
-    with a stack of its own, so that no depth, nor a cycle, can exhaust Python's)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
-    return False
-
-
-def _lifetime_limits(state: M2MState) -> tuple[int, int | None]:
-    s = state.settings
-    return s.client_lifetime_days_min or 1, s.client_lifetime_days_max or None
-
-
-def _expiry_from_days(state: M2MState, days: int | None) -> datetime | None:
-    """The expiry of a new client asked to live ``days`` days (policy applied)."""
-    if days is None:
-        days = state.settings.client_lifetime_days_default
-    low, high = _lifetime_limits(state)
-    if days is None:
-        if high is not None:
-            raise InvalidClientData(
-                f"Clients must expire within {high} days.", field="expires_in_days"
-            )
-        return None
-    if isinstance(days, bool) or not isinstance(days, int) or days > MAX_DAYS:
-        raise InvalidClientData("expires_in_days must be a whole number.", field="expires_in_days")
-    if days < low or (high is not None and days > high):
-        limit = f"from {low} to {high}" if high else f"at least {low}"
-        raise InvalidClientData(f"expires_in_days must be {limit}.", field="expires_in_days")
-    return utcnow() + timedelta(days=days)
-
-
-def _check_expires_at(state: M2MState, expires_at: datetime | None) -> datetime | None:
-    high = _lifetime_limits(state)[1]
-    if expires_at is not None:
-        try:
-            expires_at = expires_at.astimezone(UTC)
-            if not 1970 <= expires_at.year <= 9000:
-                raise OverflowError
-        except OverflowError:
-            raise InvalidClientData("expires_at is out of range.", field="expires_at") from None
-    if expires_at is None:
-        if high is not None:
-            raise InvalidClientData(f"Clients must expire within {high} days.", field="expires_at")
-        return None
-    if high is not None and expires_at > utcnow() + timedelta(days=high):
-        raise InvalidClientData(f"Clients must expire within {high} days.", field="expires_at")
-    return expires_at
-
-
-def parse_rate_limit(value: str | None) -> str | None:
-    """A client's ``rate_limit``: None, or a limit string :func:`.policy.parse_rate_limit`
-    accepts that fits its column."""
-    if value is None:
-        return None
-    try:
-        parse_limit_string(value, max_length=MAX_RATE_LIMIT_LENGTH)
-    except ValueError as exc:
-        raise InvalidClientData(f"rate_limit must be {exc}.", field="rate_limit") from None
-    return value
-
-
-def parse_rate_limit_mode(value: str | None) -> str | None:
-    """``"enforce"``, ``"log-only"``, or None for the ``M2M_TOKEN_RATE_LIMIT_MODE`` default."""
-    if value is not None and value not in RATE_LIMIT_MODES:
-        raise InvalidClientData(
-            "rate_limit_mode must be 'enforce' or 'log-only'.", field="rate_limit_mode"
-        )
-    return value
-
-
-def _check_token_lifetime(state: M2MState, seconds: int | None) -> int | None:
-    if seconds is None:
-        return None
-    low = state.settings.access_token_expires_in_min
-    high = state.settings.access_token_expires_in_max
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or not low <= seconds <= high:
-        raise InvalidClientData(
-            f"access_token_expires_in must be from {low} to {high} seconds.",
-            field="access_token_expires_in",
-        )
-    return seconds
-
-
-def _check_label(label: str | None, field: str) -> str | None:
-    if label is not None and (len(label) > MAX_LABEL_LENGTH or not label.isprintable()):
-        raise InvalidClientData(
-            f"A label is printable text of at most {MAX_LABEL_LENGTH} characters.", field
-        )
-    return label
-
-
-def _check_imported_secret(secret: str) -> str:
-    size_ok = MIN_IMPORTED_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH
-    if not size_ok or not secret.isprintable():
-        raise InvalidClientData(
-            f"An imported secret must be {MIN_IMPORTED_SECRET_LENGTH} to {MAX_SECRET_LENGTH} "
-            "printable characters.",
-            field="secret",
-        )
-    return secret
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -343,7 +169,7 @@ def rotate_secret(
         raise InvalidClientData(
             f"grace_period_seconds must be from 0 to {limit}.", field="grace_period_seconds"
         )
-    _check_label(label, "label")
+    check_label(label, "label")
     session = _session(state, session)
     client = get_client(state, client_id, for_update=True, session=session)
     if client.token_endpoint_auth_method in KEY_METHODS:
@@ -452,19 +278,19 @@ def create_client(
     )
     if method in KEY_METHODS and (secret is not None or secret_label is not None):
         raise InvalidClientData("A private_key_jwt client has no secret.", field="secret")
-    plaintext = _check_imported_secret(secret) if secret is not None else None
-    _check_label(secret_label, "secret_label")
+    plaintext = check_imported_secret(secret) if secret is not None else None
+    check_label(secret_label, "secret_label")
     client = state.models.client(
         client_id=generate_client_id(),
-        name=_check_name(state, name),
+        name=check_name(state, name),
         scope=normalize_scopes(state, scopes),
         audiences=normalize_audiences(audiences),
-        client_metadata=_check_metadata(state, metadata),
+        client_metadata=check_metadata(state, metadata),
         disabled=False,
-        expires_at=_expiry_from_days(state, expires_in_days),
+        expires_at=expiry_from_days(state, expires_in_days),
         rate_limit=parse_rate_limit(rate_limit),
         rate_limit_mode=parse_rate_limit_mode(rate_limit_mode),
-        access_token_expires_in=_check_token_lifetime(state, access_token_expires_in),
+        access_token_expires_in=check_token_lifetime(state, access_token_expires_in),
         dpop_bound_access_tokens=bool(dpop_bound_access_tokens),
         tokens_valid_after=0,
         token_endpoint_auth_method=method,
@@ -604,21 +430,21 @@ def update_client(
     checked: dict[str, tuple[str, Any]] = {}  # field -> (attribute, new value)
     for field, value in changes.items():
         if field == "name":
-            checked[field] = ("name", _check_name(state, value))
+            checked[field] = ("name", check_name(state, value))
         elif field == "scopes":
             checked[field] = ("scope", normalize_scopes(state, value))
         elif field == "audiences":
             checked[field] = ("audiences", normalize_audiences(value))
         elif field == "metadata":
-            checked[field] = ("client_metadata", _check_metadata(state, value))
+            checked[field] = ("client_metadata", check_metadata(state, value))
         elif field == "expires_at":
-            checked[field] = ("expires_at", _check_expires_at(state, value))
+            checked[field] = ("expires_at", check_expires_at(state, value))
         elif field == "rate_limit":
             checked[field] = ("rate_limit", parse_rate_limit(value))
         elif field == "rate_limit_mode":
             checked[field] = ("rate_limit_mode", parse_rate_limit_mode(value))
         elif field == "access_token_expires_in":
-            checked[field] = ("access_token_expires_in", _check_token_lifetime(state, value))
+            checked[field] = ("access_token_expires_in", check_token_lifetime(state, value))
         elif field == "dpop_bound_access_tokens":
             checked[field] = ("dpop_bound_access_tokens", bool(value))
         else:

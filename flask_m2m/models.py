@@ -212,6 +212,8 @@ class OpaqueTokenMixin(_Row):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     #: RFC 9449 §6: the JWK thumbprint (RFC 7638) of the key a DPoP-bound token is bound to.
     jkt: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: The claims the app's ``token_claims`` hook added, returned by introspection.
+    extra_claims: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class UsedJtiMixin(_Row):

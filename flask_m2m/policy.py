@@ -129,3 +129,10 @@ def parse_audience(value: object) -> str:
     if not parts.scheme or not parts.netloc:
         raise ValueError(AUDIENCE_RULE)
     return value
+
+
+#: Claims of every access token that a ``token_claims`` hook may not set; the others it adds
+#: are the token's extra claims (in the JWT, and in introspection answers of either format).
+RESERVED_CLAIMS = frozenset(
+    ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "cnf")
+)

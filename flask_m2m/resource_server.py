@@ -69,7 +69,7 @@ class RemoteProtector:
             algs=settings.dpop_signing_algs,
             max_age=settings.dpop_proof_max_age,
             leeway=settings.leeway,
-            nonce_key=nonce_key_from(_nonce_secret(app)),
+            nonce_key=nonce_key_from(_nonce_secret(app, settings.dpop_require_nonce)),
             require_nonce=settings.dpop_require_nonce,
             external_base=settings.audience,
         )
@@ -127,14 +127,21 @@ class RemoteProtector:
         self._cache[token_string] = entry
 
 
-def _nonce_secret(app: Flask) -> bytes:
+def _nonce_secret(app: Flask, require_nonce: bool) -> bytes:
     """What this service's DPoP nonces are keyed with: ``SECRET_KEY`` (shared by instances),
-    else a random key of this process."""
+    else a random key of this process (with a warning when nonces are required: another
+    worker or instance refuses this one's nonces)."""
     secret = app.config.get("SECRET_KEY")
     if isinstance(secret, str) and secret:
         return secret.encode()
     if isinstance(secret, bytes) and secret:
         return secret
+    if require_nonce:
+        app.logger.warning(
+            "flask-m2m: M2M_DPOP_REQUIRE_NONCE is on but SECRET_KEY is not set: DPoP nonces "
+            "are keyed per process, so other workers and instances refuse them. Set the same "
+            "SECRET_KEY on every instance."
+        )
     return secrets.token_bytes(32)
 
 

@@ -23,18 +23,13 @@ from .policy import (
     AUTH_METHODS,
     CLIENT_ID_PATTERN,
     MAX_STORED_AUDIENCE_LENGTH,
+    RESERVED_CLAIMS,
     SCOPE_TOKEN,
     parse_audience,
 )
 
 if TYPE_CHECKING:
     from .state import M2MState
-
-
-#: Claims a ``token_claims`` hook may not set.
-RESERVED_CLAIMS = frozenset(
-    ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "cnf")
-)
 
 
 class InvalidDPoPProofError(OAuth2Error):  # type: ignore[misc]

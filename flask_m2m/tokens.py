@@ -95,7 +95,8 @@ class TokenService:
         be returned.
 
         :param jkt: bind the token to this DPoP key thumbprint (RFC 9449 §6).
-        :param extra_claims: more claims for a JWT (the app's ``token_claims`` hook).
+        :param extra_claims: more claims (the app's ``token_claims`` hook): in a JWT, or stored
+            with an opaque token for introspection.
         :raises writes.AppHoldsWriteLock: for an opaque token, when the app's session holds
             SQLite's write lock.
         """
@@ -127,6 +128,7 @@ class TokenService:
                 issued_at=issued_at,
                 expires_at=expires_at,
                 jkt=jkt,
+                extra_claims=extra_claims or None,
             )
             writes.write(self.db, lambda session: session.add(row))
         else:
@@ -229,6 +231,7 @@ class TokenService:
             issuer=row.issuer,
             audience=audiences,
             claims={
+                **(row.extra_claims or {}),
                 "iss": row.issuer,
                 "exp": row.expires_at,
                 "aud": audiences[0] if len(audiences) == 1 else list(audiences),

@@ -6,6 +6,7 @@ metadata."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -149,3 +150,18 @@ def test_proof_replayed_at_a_second_instance(
     proof = key.proof("GET", ITEMS, token)
     assert get(one, token, proof).status_code == 200
     assert get(two, token, proof).get_json()["error"] == "invalid_dpop_proof"
+
+
+def test_required_nonces_without_secret_key_warn(
+    service: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nonces are keyed with ``SECRET_KEY``; without it each process has its own key, and the
+    other workers refuse its nonces: said at start-up when nonces are required."""
+    with caplog.at_level(logging.WARNING):
+        service(M2M_DPOP_REQUIRE_NONCE=True, SECRET_KEY=None)
+    assert "SECRET_KEY is not set" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        service(M2M_DPOP_REQUIRE_NONCE=True, SECRET_KEY="s" * 32)
+        service(SECRET_KEY=None)
+    assert "SECRET_KEY is not set" not in caplog.text

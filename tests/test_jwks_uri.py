@@ -5,17 +5,27 @@ forgery)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from flask import Flask, Response, redirect
 from helpers.key_clients import assertion, form, new_key, public_set, register_key_client
 
-from flask_m2m.client_jwks import KeysUnavailable, check_public_address
+from flask_m2m.client_jwks import KeysUnavailable, PinnedHTTPSConnection, check_public_address
 
 
 class KeyHost:
@@ -145,3 +155,101 @@ def test_non_public_addresses(address: str) -> None:
 
 def test_public_address_is_accepted() -> None:
     check_public_address("8.8.8.8", 443)
+
+
+def test_concurrent_requests_share_one_fetch(app: Flask, host: KeyHost) -> None:
+    """Requests of a client whose set is not cached yet wait for one fetch of it, rather than
+    each fetching it (a burst must not multiply the requests to the client's host)."""
+    key = new_key("EC", "a")
+    host.body, host.delay = public_set(key), 0.3
+    client_id = register_key_client(app, jwks_uri=host.url)
+    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
+    with ThreadPoolExecutor(len(signed)) as pool:
+        statuses = list(pool.map(lambda one: _post(app, one), signed))
+    assert statuses == [200] * len(signed)
+    assert host.fetches == 1
+
+
+def test_concurrent_requests_share_one_failure(
+    app_factory: Callable[..., Flask], host: KeyHost
+) -> None:
+    """When the shared fetch fails, the requests that waited for it are refused without
+    fetching again."""
+    app = app_factory(M2M_JWKS_URI_REFETCH_SECONDS=0)
+    key = new_key("EC", "a")
+    host.body, host.delay = "not json", 0.3
+    client_id = register_key_client(app, jwks_uri=host.url)
+    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
+    with ThreadPoolExecutor(len(signed)) as pool:
+        statuses = list(pool.map(lambda one: _post(app, one), signed))
+    assert statuses == [401] * len(signed)
+    assert host.fetches == 1
+
+
+def _tls_server(tmp_path: Path, name: str) -> tuple[ThreadingHTTPServer, ssl.SSLContext]:
+    """A live HTTPS server on 127.0.0.1 whose self-signed certificate names ``name``, and a
+    client context that trusts that certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"host": self.headers["Host"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(cert_file, key_file)
+    server.socket = serving.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, ssl.create_default_context(cafile=str(cert_file))
+
+
+def test_fetch_connects_to_the_checked_address(tmp_path: Path) -> None:
+    """DNS rebinding: the fetch connects to the address the check accepted, never resolving the
+    name again, and still verifies the certificate for the name (here a name that resolves
+    nowhere, served on the pinned address)."""
+    name = "keys.example.test"
+    server, trusted = _tls_server(tmp_path, name)
+    port = server.server_address[1]
+    try:
+        pinned = PinnedHTTPSConnection(name, port, "127.0.0.1", timeout=5, context=trusted)
+        pinned.request("GET", "/jwks.json")
+        answer = pinned.getresponse()
+        assert answer.status == 200
+        assert json.loads(answer.read()) == {"host": f"{name}:{port}"}
+        pinned.close()
+
+        other = PinnedHTTPSConnection("other.example.test", port, "127.0.0.1", timeout=5,
+                                      context=trusted)  # fmt: skip
+        with pytest.raises(ssl.SSLCertVerificationError):
+            other.request("GET", "/jwks.json")
+        other.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -36,10 +36,12 @@ def test_the_facade_is_lazy_and_complete() -> None:
 def test_renamed_names_warn_and_still_work() -> None:
     """``flask_m2m.clients`` (now ``lifecycle``) and ``flask_m2m.M2MState`` (internal, now in
     ``flask_m2m.state``) keep working for one minor version, with a DeprecationWarning."""
-    from flask_m2m import clients, lifecycle, state
+    from flask_m2m import client_fields, clients, lifecycle, state
 
     with pytest.warns(DeprecationWarning, match="flask_m2m.lifecycle.create_client"):
         assert clients.create_client is lifecycle.create_client
+    with pytest.warns(DeprecationWarning, match="flask_m2m.client_fields.normalize_scopes"):
+        assert clients.normalize_scopes is client_fields.normalize_scopes
     with pytest.warns(DeprecationWarning, match="flask_m2m.state.M2MState"):
         assert flask_m2m.M2MState is state.M2MState
     with warnings.catch_warnings():

@@ -15,6 +15,7 @@ from helpers.http import basic_auth, bearer
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
+import flask_m2m.client_fields
 import flask_m2m.lifecycle
 from flask_m2m.extension import get_state
 from flask_m2m.pagination import encode_cursor
@@ -522,6 +523,7 @@ def test_default_lifetime(app_factory: Factory, monkeypatch: pytest.MonkeyPatch)
     without it clients never expire."""
     now = datetime.now(UTC).replace(microsecond=0)
     monkeypatch.setattr(flask_m2m.lifecycle, "utcnow", lambda: now)
+    monkeypatch.setattr(flask_m2m.client_fields, "utcnow", lambda: now)
     app = app_factory(M2M_CLIENT_LIFETIME_DAYS_DEFAULT=30)
     c, headers = app.test_client(), admin_headers(app)
     assert datetime.fromisoformat(create(c, headers)["expires_at"]) == now + timedelta(days=30)

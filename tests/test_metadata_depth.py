@@ -21,7 +21,7 @@ from helpers.http import bearer
 from flask_m2m import lifecycle as clients
 from flask_m2m.errors import InvalidClientData
 from flask_m2m.extension import get_state
-from flask_m2m.lifecycle import MAX_METADATA_DEPTH
+from flask_m2m.policy import MAX_METADATA_DEPTH
 
 PROBLEM = "application/problem+json"
 T = TypeVar("T")

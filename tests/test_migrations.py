@@ -193,7 +193,7 @@ def project(tmp_path: Path, empty_database: str) -> Iterator[Project]:
 @pytest.mark.slow
 def test_upgrade_gives_the_models_schema_and_flask_m2m_works(project: Project) -> None:
     heads = project.flask("db", "heads").stdout
-    assert "m2m_0002 (flask_m2m) (head)" in heads
+    assert "m2m_0003 (flask_m2m) (head)" in heads
     assert "(app) (head)" in heads
     app, db = m2m_app(project.database_url)
     try:

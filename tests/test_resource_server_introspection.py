@@ -18,11 +18,13 @@ from helpers.resource_servers import (
     AuthServer,
     Clock,
     assert_invalid_token,
+    bearer,
     inventory,
     protector,
     whoami,
 )
 
+from flask_m2m import current_token, require_scope
 from flask_m2m.extension import get_state
 from flask_m2m.lifecycle import set_disabled
 from flask_m2m.resource_config import RESOURCE_SERVER_DEFAULTS
@@ -226,3 +228,26 @@ def test_always_mode_introspects_jwts_too(
     clock.advance(BOUND)
     assert_invalid_token(whoami(app, token))
     assert whoami(offline, token).status_code == 200  # offline: valid until exp
+
+
+def test_hook_claims_reach_current_token(
+    auth: AuthServer, creds: dict[str, Any], service: Callable[..., tuple[Flask, Clock]]
+) -> None:
+    """The authorization server's ``token_claims`` hook adds claims to an opaque token; the
+    resource server finds them in ``current_token.claims`` from the introspection answer."""
+
+    @get_state(auth.app).extension.token_claims
+    def add_tenant(client: Any, scope: str) -> dict[str, Any]:
+        return {"tenant": "acme"}
+
+    app, _ = service()
+
+    @app.get("/inventory/tenant")
+    @require_scope("inventory:read")
+    def tenant() -> dict[str, Any]:
+        return {"tenant": current_token.claims.get("tenant")}
+
+    token = auth.token(creds)
+    response = app.test_client().get("/inventory/tenant", headers=bearer(token))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"tenant": "acme"}

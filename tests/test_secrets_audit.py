@@ -54,6 +54,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
     monkeypatch.setattr("flask_m2m.authentication.utcnow", c)
     monkeypatch.setattr("flask_m2m.lifecycle.utcnow", c)
+    monkeypatch.setattr("flask_m2m.client_fields.utcnow", c)
     return c
 
 

@@ -114,3 +114,30 @@ def test_per_client_lifetime_composes_with_the_hook(app_factory: Callable[..., F
     issued = claims(app, body["access_token"])
     assert issued["exp"] - issued["iat"] == 120
     assert body["expires_in"] <= 120
+
+
+@pytest.mark.parametrize("token_format", ["jwt", "opaque"])
+def test_introspection_returns_the_hook_claims(
+    app_factory: Callable[..., Flask], token_format: str
+) -> None:
+    """RFC 7662 §2.2 lets an introspection answer carry other members: the hook's claims come
+    back for a JWT and for an opaque token (stored with it), never over the registered ones."""
+    app = hooked(app_factory, M2M_TOKEN_FORMAT=token_format)
+    creds = register(app, metadata={"tenant": "acme"})
+    token = request_token(app, creds).get_json()["access_token"]
+    answer = app.test_client().post(
+        "/m2m/introspect",
+        data={"token": token},
+        headers=basic_auth(creds["client_id"], creds["client_secret"]),
+    ).get_json()
+    assert answer["active"] is True
+    assert answer["tenant"] == "acme"
+    assert answer["client_id"] == creds["client_id"]
+    plain = register(app)
+    other = request_token(app, plain).get_json()["access_token"]
+    answer = app.test_client().post(
+        "/m2m/introspect",
+        data={"token": other},
+        headers=basic_auth(plain["client_id"], plain["client_secret"]),
+    ).get_json()
+    assert answer["active"] is True and "tenant" not in answer
