@@ -233,7 +233,7 @@ def reset_schema(url: str, schema: str) -> str:
         connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     engine.dispose()
-    return f"{url}?options=-csearch_path%3D{schema}"
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
 
 
 def production_reachable() -> str | None:
