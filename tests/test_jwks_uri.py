@@ -157,16 +157,25 @@ def test_public_address_is_accepted() -> None:
     check_public_address("8.8.8.8", 443)
 
 
-def test_concurrent_requests_share_one_fetch(app: Flask, host: KeyHost) -> None:
+def _post_together(app: Flask, signed: list[str]) -> list[int]:
+    """Post the assertions from as many threads at once; their statuses."""
+    with ThreadPoolExecutor(len(signed)) as pool:
+        return list(pool.map(lambda one: _post(app, one), signed))
+
+
+def test_concurrent_requests_share_one_fetch(
+    app_factory: Callable[..., Flask], host: KeyHost
+) -> None:
     """Requests of a client whose set is not cached yet wait for one fetch of it, rather than
-    each fetching it (a burst must not multiply the requests to the client's host)."""
+    each fetching it (a burst must not multiply the requests to the client's host). The used
+    ``jti`` values are kept in memory here: the test database is one SQLite connection, which
+    threads cannot commit on at once."""
+    app = app_factory(M2M_REPLAY_STORE="memory")
     key = new_key("EC", "a")
     host.body, host.delay = public_set(key), 0.3
     client_id = register_key_client(app, jwks_uri=host.url)
-    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
-    with ThreadPoolExecutor(len(signed)) as pool:
-        statuses = list(pool.map(lambda one: _post(app, one), signed))
-    assert statuses == [200] * len(signed)
+    statuses = _post_together(app, [assertion(key, client_id, alg="ES256") for _ in range(6)])
+    assert statuses == [200] * 6
     assert host.fetches == 1
 
 
@@ -175,14 +184,12 @@ def test_concurrent_requests_share_one_failure(
 ) -> None:
     """When the shared fetch fails, the requests that waited for it are refused without
     fetching again."""
-    app = app_factory(M2M_JWKS_URI_REFETCH_SECONDS=0)
+    app = app_factory(M2M_JWKS_URI_REFETCH_SECONDS=0, M2M_REPLAY_STORE="memory")
     key = new_key("EC", "a")
     host.body, host.delay = "not json", 0.3
     client_id = register_key_client(app, jwks_uri=host.url)
-    signed = [assertion(key, client_id, alg="ES256") for _ in range(6)]
-    with ThreadPoolExecutor(len(signed)) as pool:
-        statuses = list(pool.map(lambda one: _post(app, one), signed))
-    assert statuses == [401] * len(signed)
+    statuses = _post_together(app, [assertion(key, client_id, alg="ES256") for _ in range(6)])
+    assert statuses == [401] * 6
     assert host.fetches == 1
 
 
