@@ -39,6 +39,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from limits import RateLimitItemPerSecond
@@ -93,6 +94,7 @@ csrf = CSRFProtect()
 # An early refusal (CSRF failure, login required) leaves the connection usable.
 bp.after_request(discard_unread_body)
 login_manager = LoginManager()
+bp.after_request(login_manager._update_remember_cookie)  # see init_console
 login_manager.login_view = "console.login"
 login_manager.login_message = ""  # the login page says what it is for
 # Flask-Login's protection (a hash of address and User-Agent) only marks a permanent session
@@ -110,6 +112,25 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+
+class CookieOnlySessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, minus the work for requests that send no cookie.
+
+    Flask builds the cookie's signer on every request and saves every session; the API's
+    callers (machine clients, without cookies) then pay for a session they never have. The
+    sessions are otherwise Flask's own.
+    """
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if app.secret_key and not request.environ.get("HTTP_COOKIE"):
+            return self.session_class()  # what Flask opens for a request without the cookie
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Any) -> None:
+        if session or session.modified or session.accessed:
+            super().save_session(app, session, response)
+        # else Flask would set no cookie and add no Vary either
 
 
 class Admin(UserMixin):
@@ -142,8 +163,14 @@ def init_console(app: Flask) -> None:
     # CSRF is checked by the console's own hook; the token endpoint and the JSON APIs
     # (Bearer or client authentication, no cookies) must not be.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    if type(app.session_interface) is SecureCookieSessionInterface:  # not the app's own
+        app.session_interface = CookieOnlySessions()
     csrf.init_app(app)
     login_manager.init_app(app)
+    # Flask-Login refreshes its remember-me cookie after every request of the app, reading
+    # the session (so every API response would say ``Vary: Cookie``); only the console's
+    # requests have a login to refresh, so its blueprint runs that hook instead.
+    app.after_request_funcs[None].remove(login_manager._update_remember_cookie)
     app.extensions["example_console"] = LoginThrottle(app)
     _dummy_hash(_hash_method(password_hash(app)))  # made now, not in a first login's time
     app.register_blueprint(bp)

@@ -13,6 +13,7 @@ import hmac
 import time
 from collections.abc import Callable
 from functools import wraps
+from inspect import iscoroutinefunction
 from typing import ParamSpec, TypeVar, cast
 
 from flask import current_app, g, request
@@ -27,7 +28,7 @@ from .errors import (
     MissingToken,
     UseDPoPNonce,
 )
-from .protection import Protector, get_protector
+from .protection import PROTECTOR_KEY, Protector, get_protector
 from .resource_metadata import SCOPES_ATTRIBUTE
 from .verification import AccessToken, TokenRejected
 
@@ -49,7 +50,7 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
     :raises TemporarilyUnavailable: 503, the token cannot be checked now (the database, or on
         a resource server the authorization server's introspection, cannot be reached).
     """
-    protector = get_protector()
+    protector: Protector = current_app.extensions.get(PROTECTOR_KEY) or get_protector()
     observe = protector.observe
     if observe is None:
         return _authenticate(protector, scopes)
@@ -63,41 +64,57 @@ def authenticate_request(scopes: tuple[str, ...] = ()) -> AccessToken:
         observe(time.perf_counter() - start, outcome)
 
 
+#: The ``Authorization`` schemes accepted (lower case), without and with a DPoP policy.
+_BEARER_ONLY = ("bearer",)
+_BEARER_OR_DPOP = ("bearer", "dpop")
+
+
 def _authenticate(protector: Protector, scopes: tuple[str, ...]) -> AccessToken:
-    scheme, _, token_string = request.headers.get("Authorization", "").strip().partition(" ")
+    # The challenges' details (algorithms, metadata URL) are worked out only for a refusal.
+    header: str = request.environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, token_string = header.strip().partition(" ")
     scheme, token_string = scheme.lower(), token_string.strip()
     policy = protector.dpop
-    algs = policy.algs_text if policy is not None else None
-    metadata = protector.resource_metadata_url()
-    accepted = ("bearer", "dpop") if policy is not None else ("bearer",)
-    if scheme not in accepted or not token_string:
-        raise MissingToken(REALM, algs, resource_metadata=metadata)
-    shown = "DPoP" if scheme == "dpop" else "Bearer"
+    if scheme not in (_BEARER_ONLY if policy is None else _BEARER_OR_DPOP) or not token_string:
+        raise MissingToken(
+            REALM, _algs(policy), resource_metadata=protector.resource_metadata_url()
+        )
     try:
         token = protector.authenticate(token_string)
     except TokenRejected as exc:
         raise InvalidToken(
-            REALM, str(exc), scheme=shown, dpop_algs=algs, resource_metadata=metadata
+            REALM, str(exc), scheme=_shown(scheme), dpop_algs=_algs(policy),
+            resource_metadata=protector.resource_metadata_url(),
         ) from None
     if policy is not None and scheme == "dpop":
-        _check_binding(protector, policy, token, token_string, metadata)
+        _check_binding(protector, policy, token, token_string)
     elif token.jkt is not None:
         # RFC 9449 §7.2: a DPoP-bound token is no Bearer token.
         raise InvalidToken(
             REALM, "This access token is DPoP-bound: use the DPoP scheme.",
-            dpop_algs=algs, resource_metadata=metadata,
+            dpop_algs=_algs(policy), resource_metadata=protector.resource_metadata_url(),
         )
-    if not token.has_scopes(scopes):
+    if scopes and not token.has_scopes(scopes):
         raise InsufficientScope(
-            REALM, scopes, scheme=shown, dpop_algs=algs, resource_metadata=metadata
+            REALM, scopes, scheme=_shown(scheme), dpop_algs=_algs(policy),
+            resource_metadata=protector.resource_metadata_url(),
         )
     g._m2m_token = token
     return token
 
 
+def _algs(policy: ProofPolicy | None) -> str | None:
+    """The ``algs`` of the DPoP challenge, or None when only Bearer is accepted."""
+    return None if policy is None else policy.algs_text
+
+
+def _shown(scheme: str) -> str:
+    """The scheme as the challenge names it."""
+    return "DPoP" if scheme == "dpop" else "Bearer"
+
+
 def _check_binding(
-    protector: Protector, policy: ProofPolicy, token: AccessToken, token_string: str,
-    metadata: str,
+    protector: Protector, policy: ProofPolicy, token: AccessToken, token_string: str
 ) -> None:
     """RFC 9449 §7.1: a proof for this request, by the key the token is bound to.
 
@@ -105,7 +122,7 @@ def _check_binding(
     :raises InvalidDPoPProof: no proof, an invalid one, or one by another key.
     :raises UseDPoPNonce: nonces are required and the proof lacks the current one.
     """
-    algs = policy.algs_text
+    algs, metadata = policy.algs_text, protector.resource_metadata_url()
     if token.jkt is None:
         raise InvalidToken(
             REALM, "This access token is not DPoP-bound.", scheme="DPoP",
@@ -138,10 +155,15 @@ def require_scope(*scopes: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         raise TypeError("require_scope takes scope names; write @require_scope() with parentheses.")
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
+        # Flask's ensure_sync wraps only coroutine functions: a plain view is called as is.
+        is_async = iscoroutinefunction(view)
+
         @wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             authenticate_request(scopes)
-            return cast(R, current_app.ensure_sync(view)(*args, **kwargs))
+            if is_async:
+                return cast(R, current_app.ensure_sync(view)(*args, **kwargs))
+            return view(*args, **kwargs)
 
         setattr(wrapper, SCOPES_ATTRIBUTE, scopes)  # the metadata's scopes_supported
         return wrapper

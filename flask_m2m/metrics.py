@@ -87,6 +87,8 @@ class Metrics:
     def __init__(self, app: Flask, state: M2MState):
         self.state = state
         self.m = _instruments()
+        #: The ``require_scope`` histogram's child of each outcome (labels() looked up once).
+        self._checks: dict[str, Any] = {}
         signals.token_issued.connect(self._issued, app, weak=False)
         signals.authentication_failed.connect(self._auth_failed, app, weak=False)
         signals.rate_limit_exceeded.connect(self._client_limited, app, weak=False)
@@ -135,7 +137,10 @@ class Metrics:
 
     def observe_check(self, seconds: float, outcome: str) -> None:
         """Record one ``require_scope`` check."""
-        self.m.check_seconds.labels(outcome).observe(seconds)
+        child = self._checks.get(outcome)  # a handful of outcomes: ok and the error codes
+        if child is None:
+            child = self._checks[outcome] = self.m.check_seconds.labels(outcome)
+        child.observe(seconds)
 
     # -- scrape ------------------------------------------------------------------------------
     def scrape(self) -> Response:

@@ -468,6 +468,20 @@ def test_csrf_leaves_the_apis_alone(admin: FlaskClient, app: Flask) -> None:
     assert admin.post("/m2m/revoke", data={"token": token}, headers=auth).status_code == 200
 
 
+def test_api_responses_leave_the_session_alone(admin: FlaskClient, app: Flask) -> None:
+    """The console's session is the console's: a machine client's API response (no cookie
+    sent) neither sets a cookie nor says ``Vary: Cookie`` (RFC 9110 §12.5.5), while the
+    console's pages still do."""
+    token = fetch_token(app.test_client(), register(app, "read"))
+    response = app.test_client().get("/api/items", headers=bearer(token))
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert "cookie" not in response.headers.get("Vary", "").lower()
+    page = admin.get("/console/")
+    assert page.status_code == 200
+    assert "cookie" in page.headers.get("Vary", "").lower()
+
+
 def test_secret_shown_only_at_creation_and_rotation(admin: FlaskClient, app: Flask) -> None:
     """The secret appears on the page answering the create (and rotate) form, never again."""
     client_id, secret = create(admin)

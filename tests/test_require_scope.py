@@ -439,3 +439,60 @@ def test_cache_avoids_a_query_per_request(
         event.remove(engine, "before_cursor_execute", record)
     assert after_first >= 1  # the first use of the token read the client's state
     assert len(statements) - after_first <= 2, statements[after_first:]
+
+
+class RoundTrips:
+    """Everything an app's engine asks of its database, counted by SQLAlchemy events:
+    connections checked out of the pool, statements executed, commits and rollbacks."""
+
+    EVENTS = ("checkout", "before_cursor_execute", "commit", "rollback")
+
+    def __init__(self, app: Flask):
+        with app.app_context():
+            self.engine = get_state(app).db.engine
+        self.counts = dict.fromkeys(self.EVENTS, 0)
+        self._listeners = [(name, self._counter(name)) for name in self.EVENTS]
+
+    def _counter(self, name: str) -> Callable[..., None]:
+        def count(*args: Any, **kwargs: Any) -> None:
+            self.counts[name] += 1
+
+        return count
+
+    def __enter__(self) -> RoundTrips:
+        for name, listener in self._listeners:
+            event.listen(self.engine.pool if name == "checkout" else self.engine, name, listener)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, listener in self._listeners:
+            event.remove(self.engine.pool if name == "checkout" else self.engine, name, listener)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def test_cached_token_makes_no_database_round_trip(
+    app: Flask, client: FlaskClient, registered_client: dict[str, Any], clock: Clock
+) -> None:
+    """A token already verified within ``M2M_STATE_CACHE_SECONDS`` is answered without the
+    database: no connection, statement, commit or rollback (SQLite, or the PostgreSQL of
+    ``M2M_TEST_DATABASE_URL``); past the bound its state is read again (revocation bound),
+    then it is cached anew."""
+    token = fetch_token(client, registered_client, "read")
+    with RoundTrips(app) as first:
+        assert client.get("/api/read", headers=bearer(token)).status_code == 200
+    assert first.counts["before_cursor_execute"] >= 1  # the first use read the client's state
+    with RoundTrips(app) as cached:
+        for _ in range(20):
+            clock.advance(BOUND / 25)
+            assert client.get("/api/read", headers=bearer(token)).status_code == 200
+            assert client.get("/api/both", headers=bearer(token)).status_code == 403
+    assert cached.total() == 0, cached.counts
+    clock.advance(BOUND)
+    with RoundTrips(app) as reread:
+        assert client.get("/api/read", headers=bearer(token)).status_code == 200
+    assert reread.counts["before_cursor_execute"] >= 1, reread.counts
+    with RoundTrips(app) as again:
+        assert client.get("/api/read", headers=bearer(token)).status_code == 200
+    assert again.total() == 0, again.counts
