@@ -1,294 +1,307 @@
-"""Load benchmark of flask-m2m: every case side by side in one run, as ratios to a floor.
+"""Load benchmark of flask-m2m: every case side by side in one run, as ratios to a bare
+Flask app and to plain Authlib.
 
 Each configuration runs in its own gunicorn (2 sync workers, loopback, a SQLite file in a
-temporary directory, memory:// rate limits set so high they never trigger). Every round
-measures, server by server, the floor (``/bench/bare``: a route with no flask-m2m code) and
-then that server's cases; the table shows the medians over the rounds. See
-docs/benchmarks.md.
+temporary directory, memory:// rate limits set so high they never trigger); the floor is a
+bare Flask app (no extension) in its own gunicorn, and the peer a minimal Authlib server
+(benchmarks/peer_authlib.py). Every round measures the floor, then every server's cases; the
+table shows the medians over the rounds. See docs/benchmarks.md.
 
-    python benchmarks/run.py [--duration 10] [--rounds 3] [--skip-scaling] [--micro]
-    python benchmarks/run.py --host-overhead   (what flask-m2m adds to a route of the app)
+    python benchmarks/run.py [--duration 5] [--rounds 3] [--skip-scaling]
+                             [--skip-production] [--skip-host-overhead] [--python-load]
+    python benchmarks/run.py --micro           (only the micro-benchmarks)
+    python benchmarks/run.py --host-overhead   (only what flask-m2m adds to a host route)
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
-import json
-import os
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote_plus
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SECRET_KEY = "bench-secret-key-0123456789abcdef"
-ISSUER = "http://bench.test"
-NEVER = "1000000000/minute"  # a rate limit no benchmark reaches
-THREADS, CONNECTIONS = 2, 16
+from benchmarks import proofs  # noqa: E402
+from benchmarks.load import CONNECTIONS, THREADS, Case, Result, run_python, run_wrk  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    BARE,
+    FLOOR_GET,
+    FLOOR_TOKEN,
+    IN_APP,
+    Measurements,
+    print_table,
+    targets,
+)
+from benchmarks.servers import (  # noqa: E402
+    ISSUER,
+    PG_URL,
+    REDIS_URL,
+    RS_AUDIENCE,
+    Server,
+    basic,
+    fetch_token,
+    m2m_config,
+    post_token,
+    prepare,
+    prepare_peer,
+    production_reachable,
+    reset_schema,
+)
+
 TOKEN_BODY = "grant_type=client_credentials&scope=read"
 BULK = 100_000
+#: Rounds and duration of the in-process host-overhead measure run at the end.
+HOST_OVERHEAD_ARGS = ["--number", "5000", "--repeat", "9"]
+Load = Callable[[Case, float, Path], Result]
 
 
-# -- servers ---------------------------------------------------------------------------------
-@dataclass
-class Server:
-    """One gunicorn (2 sync workers) serving ``spec`` with ``config`` (``M2M_*`` etc.)."""
-
-    name: str
-    spec: str = "benchmarks.app:create_app()"
-    config: dict[str, str] = field(default_factory=dict)
-    #: client ids and secrets, tokens: filled in by :func:`prepare`
-    data: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    url: str = ""
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
-        env.update({f"FLASK_{key}": value for key, value in self.config.items()})
-        env["PYTHONPATH"] = str(ROOT)
-        return env
-
-    def start(self, log: Path) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(2048)
-        sock.set_inheritable(True)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-w", "2", "-k", "sync",
-                 "-b", f"fd://{sock.fileno()}", "--chdir", str(ROOT),
-                 "--log-level", "warning", self.spec],
-                env=self.env(), pass_fds=(sock.fileno(),), stdout=out, stderr=out,
-            )  # fmt: skip
-        sock.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/bench/bare", timeout=2) as response:
-                    if response.status == 200 and len(self.workers()) == 2:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn for {self.name} exited; see {log}")
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn for {self.name} did not start; see {log}")
-
-    def workers(self) -> list[int]:
-        assert self.proc is not None
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
-
-    def rss_mib(self) -> float:
-        """Mean VmRSS of the workers, in MiB."""
-        sizes = []
-        for pid in self.workers():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    sizes.append(int(line.split()[1]) / 1024)
-        return statistics.mean(sizes) if sizes else float("nan")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def m2m_config(db: Path, alg: str = "RS256", **extra: str) -> dict[str, str]:
-    return {
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}",
-        "SECRET_KEY": SECRET_KEY,
-        "RATELIMIT_STORAGE_URI": "memory://",
-        "M2M_ISSUER": ISSUER,
-        "M2M_SIGNING_ALG": alg,
-        "M2M_TOKEN_RATE_LIMIT": NEVER,
-        "M2M_FAILED_AUTH_RATE_LIMIT": NEVER,
-        "M2M_MANAGEMENT_RATE_LIMIT": NEVER,
-        **extra,
-    }
-
-
-def prepare(server: Server, clients: int = 10, revoked: int = 0) -> None:
-    """Create the database: the signing key, the benchmark and admin clients (with the
-    service functions), and ``clients - 2`` more clients plus ``revoked`` revoked-token rows
-    (bulk-inserted with SQLAlchemy core)."""
-    from sqlalchemy import insert
-
-    from example import create_app, db
-    from flask_m2m import get_state
-    from flask_m2m import lifecycle as service
-
-    config: dict[str, Any] = {k: v for k, v in server.config.items()}
-    config["M2M_REUSE_TOKENS"] = config.get("M2M_REUSE_TOKENS") == "true"
-    app = create_app(config)
-    with app.app_context():
-        state = get_state(app)
-        state.keys.signing_key()
-        bench, secret = service.create_client(
-            state, actor="cli:bench", name="bench", scopes="read write"
-        )
-        admin, admin_secret = service.create_client(
-            state, actor="cli:bench", name="admin", scopes="m2m:admin"
-        )
-        db.session.commit()
-        server.data.update(
-            client_id=bench.client_id, secret=secret.plaintext,
-            admin_id=admin.client_id, admin_secret=admin_secret.plaintext,
-        )  # fmt: skip
-        models, now = state.models, int(time.time())
-        tables = (models.client, models.client_secret, models.revoked_token)
-        for start in range(0, max(clients - 2, revoked), 10_000):
-            stop = min(start + 10_000, clients - 2)
-            if start < stop:
-                db.session.execute(
-                    insert(tables[0].__table__),
-                    [{"client_id": f"bulk_{i:06d}", "name": f"bulk {i}", "scope": "read"}
-                     for i in range(start, stop)],
-                )  # fmt: skip
-                db.session.execute(
-                    insert(tables[1].__table__),
-                    [{"id": f"sec_bulk{i:06d}", "client_id": f"bulk_{i:06d}",
-                      "secret_hash": "hmac-sha256$" + os.urandom(32).hex()}
-                     for i in range(start, stop)],
-                )  # fmt: skip
-            stop = min(start + 10_000, revoked)
-            if start < stop:
-                db.session.execute(
-                    insert(tables[2].__table__),
-                    [{"jti": f"bulk{i:06d}", "client_id": bench.client_id,
-                      "expires_at": now + 86400} for i in range(start, stop)],
-                )  # fmt: skip
-            db.session.commit()
-        db.session.remove()
-        db.engine.dispose()
-
-
-def basic(client_id: str, secret: str) -> str:
-    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
-    return "Basic " + base64.b64encode(raw).decode()
-
-
-def fetch_token(server: Server, client_id: str, secret: str, scope: str) -> str:
-    request = urllib.request.Request(
-        server.url + "/m2m/token",
-        data=f"grant_type=client_credentials&scope={quote_plus(scope)}".encode(),
-        headers={"Authorization": basic(client_id, secret)},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return str(json.load(response)["access_token"])
-
-
-# -- load ------------------------------------------------------------------------------------
-@dataclass
-class Case:
-    """One measured request on one server."""
-
-    label: str
-    server: Server
-    path: str
-    method: str = "GET"
-    body: str = ""
-    auth: Callable[[], str] = lambda: ""
-
-
-def run_wrk(case: Case, duration: float) -> dict[str, float]:
-    env = {
-        **os.environ,
-        "BENCH_METHOD": case.method,
-        "BENCH_BODY": case.body,
-        "BENCH_AUTH": case.auth(),
-    }
-    script = Path(__file__).with_name("wrk.lua")
-    out = subprocess.run(
-        ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s",
-         "--timeout", "10s", "-s", str(script), case.server.url + case.path],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    line = [line for line in out.splitlines() if line.startswith("{")][-1]
-    raw = json.loads(line)
-    return {
-        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
-        "p50": raw["p50_us"] / 1000,
-        "p99": raw["p99_us"] / 1000,
-        "errors": raw["status_errors"] + raw["socket_errors"],
-    }
-
-
-def run_python(case: Case, duration: float) -> dict[str, float]:
-    """Fallback load generator: CONNECTIONS threads, one keep-alive connection each. Bound
-    by the GIL and sharing the 2 cores with the server, it saturates far less than wrk."""
-    host, port = case.server.url.removeprefix("http://").split(":")
-    headers = {"Authorization": case.auth()} if case.auth() else {}
-    if case.body:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    latencies: list[float] = []
-    errors = [0]
-    deadline = time.monotonic() + duration
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        while time.monotonic() < deadline:
-            start = time.perf_counter()
-            try:
-                conn.request(case.method, case.path, body=case.body or None, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                if response.status >= 400:
-                    errors[0] += 1
-                if response.getheader("Connection", "").lower() == "close":
-                    conn.close()
-            except OSError:
-                errors[0] += 1
-                conn.close()
-            latencies.append(time.perf_counter() - start)
-
-    threads = [threading.Thread(target=worker) for _ in range(CONNECTIONS)]
-    begin = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - begin
-    latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return {"rps": len(latencies) / elapsed, "p50": pick(0.5), "p99": pick(0.99),
-            "errors": errors[0]}  # fmt: skip
-
-
-# -- report ----------------------------------------------------------------------------------
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--skip-scaling", action="store_true", help="skip the data-size part")
+    parser.add_argument(
+        "--skip-production", action="store_true", help="skip the PostgreSQL + Redis rows"
+    )
+    parser.add_argument(
+        "--skip-host-overhead", action="store_true", help="skip the in-process host measure"
+    )
     parser.add_argument("--python-load", action="store_true", help="use the Python generator")
     parser.add_argument("--micro", action="store_true", help="run only the micro-benchmarks")
     parser.add_argument(
         "--host-overhead", action="store_true", help="run only benchmarks/host_overhead.py"
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+class Plan:
+    """The servers and their cases, in the order each round measures them."""
+
+    def __init__(self, tmp: Path, duration: float) -> None:
+        self.tmp = tmp
+        self.servers: list[Server] = []
+        self.cases: list[Case] = []
+        #: the client's keys: the private_key_jwt client's and the DPoP key
+        self.client_key = proofs.new_key("bench-client-1")
+        self.dpop_key = proofs.new_key()
+        # Proofs are signed just before each measurement; their iat must stay within the
+        # window (default 300 s) until the last one is sent.
+        window = max(300, int(duration) + 120)
+        self.dpop_config = {"M2M_DPOP_PROOF_MAX_AGE": str(window)} if window > 300 else {}
+
+    def add(self, server: Server, *, in_app_floor: bool = False) -> Server:
+        self.servers.append(server)
+        if in_app_floor:
+            self.cases.append(Case(IN_APP, server, "/bench/bare"))
+        return server
+
+    def case(self, case: Case) -> Case:
+        self.cases.append(case)
+        return case
+
+    # -- the servers ---------------------------------------------------------------------
+    def bare(self) -> None:
+        bare = self.add(Server(BARE, spec="benchmarks.app:create_bare_app()"))
+        auth = basic("client-id-of-22-chars-", "x" * 43)
+        self.case(Case(FLOOR_TOKEN.split("|")[1], bare, "/bench/token", "POST", TOKEN_BODY,
+                       lambda: auth, kind="token"))  # fmt: skip
+        self.case(Case(FLOOR_GET.split("|")[1], bare, "/bench/bare",
+                       auth=lambda: "Bearer " + "x" * 600))  # fmt: skip
+
+    def peers(self) -> dict[str, str]:
+        """The plain-Authlib servers; returns the key of each peer case by name."""
+        keys = {}
+        for alg in ("RS256", "ES256", "opaque"):
+            server = self.add(
+                Server(f"Authlib {alg}", spec="benchmarks.peer_authlib:create_app()", peer=True)
+            )
+            prepare_peer(server, alg, self.tmp)
+            label = f"token {alg}" + (" (SQLite)" if alg == "opaque" else "")
+            keys[f"token {alg}"] = self.case(
+                self.token_case(label, server, "/oauth/token")
+            ).key
+            if alg == "RS256":
+                keys["GET"] = self.case(
+                    Case("protected GET (JWT validator)", server, "/api/items",
+                         auth=self.bearer(server, "read_token"))
+                ).key  # fmt: skip
+        return keys
+
+    def example(self, peer: dict[str, str]) -> Server:
+        """The example app with its defaults (RS256) and the ES256, EdDSA, opaque, reuse
+        variants; returns the RS256 one."""
+        rs = self.add(
+            Server("RS256 (default)", config=m2m_config(str(self.tmp / "rs.db"), "RS256",
+                                                        **self.dpop_config)),
+            in_app_floor=True,
+        )  # fmt: skip
+        prepare(rs, client_jwks=proofs.public_jwks(self.client_key))
+
+        def token_url() -> str:
+            return rs.url + "/m2m/token"
+
+        def scoped_url() -> str:
+            return rs.url + "/bench/scoped"
+
+        self.case(self.token_case("token RS256", rs, peer=peer["token RS256"]))
+        self.case(Case("route without require_scope", rs, "/bench/plain"))
+        self.case(Case("require_scope GET, cached token", rs, "/bench/scoped",
+                       auth=self.bearer(rs, "read_token"), peer=peer["GET"]))  # fmt: skip
+        self.case(Case(
+            "token, private_key_jwt (ES256 assertion)", rs, "/m2m/token", "POST", kind="token",
+            single_use=lambda: proofs.assertion_body(
+                self.client_key, rs.data["keyed_id"], ISSUER),
+        ))  # fmt: skip
+        dpop_token = self.token_case("token RS256, DPoP-bound", rs)
+        dpop_token.single_use = lambda: proofs.dpop_proof(self.dpop_key, "POST", token_url())
+        dpop_token.single_use_in = "DPoP"
+        self.case(dpop_token)
+        self.case(Case(
+            "require_scope GET, DPoP, cached token", rs, "/bench/scoped",
+            auth=lambda: "DPoP " + rs.data["dpop_token"], single_use_in="DPoP",
+            single_use=lambda: proofs.dpop_proof(
+                self.dpop_key, "GET", scoped_url(), rs.data["dpop_token"]),
+        ))  # fmt: skip
+        for alg in ("ES256", "EdDSA"):
+            server = self.add(Server(alg, config=m2m_config(str(self.tmp / f"{alg}.db"), alg)))
+            prepare(server)
+            self.case(self.token_case(f"token {alg}", server, peer=peer.get(f"token {alg}", "")))
+        opaque_config = m2m_config(str(self.tmp / "opaque.db"), "ES256", M2M_TOKEN_FORMAT="opaque")
+        opaque = self.add(Server("opaque", config=opaque_config))
+        prepare(opaque)
+        self.case(self.token_case("token opaque (SQLite)", opaque, peer=peer["token opaque"]))
+        reuse_config = m2m_config(str(self.tmp / "reuse.db"), "ES256", M2M_REUSE_TOKENS="true")
+        reuse = self.add(Server("reuse", config=reuse_config))
+        prepare(reuse)
+        self.case(self.token_case("token ES256, reuse on", reuse))
+        return rs
+
+    def resource_server(self, issuer: Server) -> None:
+        """The example inventory trusting ``issuer`` (its JWKS over HTTP, cached)."""
+
+        def point_at_issuer(server: Server) -> None:
+            server.config["M2M_JWKS_URI"] = issuer.url + "/m2m/jwks.json"
+
+        config = {"M2M_ISSUER": ISSUER, "M2M_AUDIENCE": RS_AUDIENCE, **self.dpop_config}
+        rs = self.add(
+            Server("ResourceServer", spec="benchmarks.app:create_resource_app()",
+                   config=config, setup=point_at_issuer),
+            in_app_floor=True,
+        )  # fmt: skip
+
+        def scoped_url() -> str:
+            return rs.url + "/bench/scoped"
+
+        self.case(Case("require_scope GET, cached token", rs, "/bench/scoped",
+                       auth=lambda: "Bearer " + issuer.data["rs_token"]))  # fmt: skip
+        self.case(Case(
+            "require_scope GET, DPoP, cached token", rs, "/bench/scoped",
+            auth=lambda: "DPoP " + issuer.data["rs_dpop_token"], single_use_in="DPoP",
+            single_use=lambda: proofs.dpop_proof(
+                self.dpop_key, "GET", scoped_url(), issuer.data["rs_dpop_token"]),
+        ))  # fmt: skip
+
+    def scaling(self) -> None:
+        # No state cache: every token request looks its client up and every require_scope
+        # request its revocation state, in the 10-row or the 100,000-row tables.
+        uncached = {"M2M_STATE_CACHE_SECONDS": "0"}
+        small = self.add(
+            Server("10 clients", config=m2m_config(str(self.tmp / "small.db"), "ES256", **uncached))
+        )
+        prepare(small, clients=10)
+        hundred_config = m2m_config(str(self.tmp / "hundred.db"), "ES256", **uncached)
+        hundred = self.add(Server("100 clients", config=hundred_config))
+        prepare(hundred, clients=100)
+        large_config = m2m_config(str(self.tmp / "large.db"), "ES256", **uncached)
+        large = self.add(Server("100k clients", config=large_config))
+        prepare(large, BULK, BULK)
+        for server, size in ((small, "10 clients"), (large, "100k clients")):
+            self.case(self.token_case(f"token ES256, {size}", server))
+            self.case(Case(f"require_scope, {'0' if server is small else '100k'} revoked",
+                           server, "/bench/scoped", auth=self.bearer(server, "read_token")))
+        self.case(Case("client list, 100 clients", hundred, "/m2m/clients?limit=50",
+                       auth=self.bearer(hundred, "admin_token")))  # fmt: skip
+        self.case(Case("client list, 100k clients", large, "/m2m/clients?limit=50",
+                       auth=self.bearer(large, "admin_token")))  # fmt: skip
+
+    def production(self, peer: dict[str, str]) -> None:
+        """Two instances (two gunicorns) on one PostgreSQL database (a schema per algorithm)
+        with the rate limits in Redis."""
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        for alg in ("RS256", "ES256"):
+            url = reset_schema(PG_URL, f"bench_{alg.lower()}")
+            config = m2m_config(url, alg, RATELIMIT_STORAGE_URI=REDIS_URL)
+            first = self.add(Server(f"PG+Redis {alg}", config=config))
+            second = self.add(Server(f"PG+Redis {alg} #2", config=config, data=first.data))
+            prepare(first)
+            self.case(self.token_case(f"token {alg}", first, peer=peer[f"token {alg}"],
+                                      more=(second,)))  # fmt: skip
+            if alg == "RS256":
+                self.case(Case("require_scope GET, cached token", first, "/bench/scoped",
+                               auth=self.bearer(first, "read_token"), peer=peer["GET"],
+                               more=(second,)))  # fmt: skip
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def bearer(server: Server, key: str) -> Callable[[], str]:
+        return lambda: "Bearer " + server.data[key]
+
+    @staticmethod
+    def token_case(
+        label: str, server: Server, path: str = "/m2m/token", peer: str = "",
+        more: tuple[Server, ...] = (),
+    ) -> Case:  # fmt: skip
+        return Case(label, server, path, "POST", TOKEN_BODY, kind="token", peer=peer, more=more,
+                    auth=lambda: basic(server.data["client_id"], server.data["secret"]))
+
+    def fetch_tokens(self, server: Server, rs_issuer: Server | None) -> None:
+        """The tokens a server's cases send, once it runs."""
+        d = server.data
+        if server.peer:
+            answer = post_token(server.url + "/oauth/token", TOKEN_BODY,
+                                {"Authorization": basic(d["client_id"], d["secret"])})
+            d["read_token"] = str(answer["access_token"])  # fmt: skip
+            return
+        if "admin_id" not in d or "read_token" in d:
+            return
+        d["read_token"] = fetch_token(server, d["client_id"], d["secret"], "read")
+        d["admin_token"] = fetch_token(server, d["admin_id"], d["admin_secret"], "m2m:admin")
+        if server is rs_issuer:
+            resource = f"&resource={quote_plus(RS_AUDIENCE)}"
+            d["rs_token"] = fetch_token(server, d["client_id"], d["secret"], "read", resource)
+            for key, extra in (("dpop_token", ""), ("rs_dpop_token", resource)):
+                proof = proofs.dpop_proof(self.dpop_key, "POST", server.url + "/m2m/token")
+                answer = post_token(
+                    server.url + "/m2m/token", TOKEN_BODY + extra,
+                    {"Authorization": basic(d["client_id"], d["secret"]), "DPoP": proof},
+                )  # fmt: skip
+                assert answer["token_type"] == "DPoP", answer
+                d[key] = str(answer["access_token"])
+
+
+def measure(plan: Plan, load: Load, args: argparse.Namespace) -> dict[str, list[Result]]:
+    """Warm every case up, then run the rounds; every case once per round, in plan order."""
+    work = plan.tmp
+    for case in plan.cases:  # warm-up: caches, keys, connections
+        load(case, 1, work)
+        case.short_runs.clear()
+    results: dict[str, list[Result]] = {}
+    for number in range(1, args.rounds + 1):
+        print(f"Round {number}/{args.rounds} ...", flush=True)
+        for case in plan.cases:
+            results.setdefault(case.key, []).append(load(case, args.duration, work))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.host_overhead:
         from benchmarks import host_overhead
 
@@ -297,152 +310,64 @@ def main() -> int:
         import pytest
 
         return int(pytest.main(["-p", "no:cacheprovider", str(ROOT / "benchmarks/test_micro.py")]))
-    load = run_wrk
+    load: Load = run_wrk
     if args.python_load or shutil.which("wrk") is None:
         print("wrk not found or --python-load: using the Python load generator (GIL-bound, "
               "shares the cores with the server: lower figures, compressed ratios).")  # fmt: skip
         load = run_python
 
     tmp = Path(tempfile.mkdtemp(prefix="m2m-bench-"))
-    servers: list[Server] = [Server("bare app", spec="benchmarks.app:create_bare_app()")]
-    cases: dict[str, list[Case]] = {"bare app": []}
-
-    def add(name: str, config: dict[str, str], clients: int = 10, revoked: int = 0) -> Server:
-        server = Server(name, config=config)
-        prepare(server, clients, revoked)
-        servers.append(server)
-        cases[name] = []
-        return server
-
-    def token_case(label: str, server: Server) -> Case:
-        return Case(label, server, "/m2m/token", "POST", TOKEN_BODY,
-                    lambda: basic(server.data["client_id"], server.data["secret"]))  # fmt: skip
-
-    def bearer(server: Server, key: str) -> Callable[[], str]:
-        return lambda: "Bearer " + server.data[key]
-
     print(f"Preparing databases in {tmp} ...", flush=True)
-    rs = add("RS256", m2m_config(tmp / "rs.db", "RS256"))
-    cases["RS256"] += [
-        token_case("token RS256", rs),
-        Case("route without require_scope", rs, "/bench/plain"),
-        Case("route with require_scope", rs, "/bench/scoped", auth=bearer(rs, "read_token")),
-    ]
-    for alg in ("ES256", "EdDSA"):
-        server = add(alg, m2m_config(tmp / f"{alg}.db", alg))
-        cases[alg].append(token_case(f"token {alg}", server))
-    opaque = add("opaque", m2m_config(tmp / "opaque.db", "ES256", M2M_TOKEN_FORMAT="opaque"))
-    cases["opaque"].append(token_case("token opaque (SQLite)", opaque))
-    reuse = add("reuse", m2m_config(tmp / "reuse.db", "ES256", M2M_REUSE_TOKENS="true"))
-    cases["reuse"].append(token_case("token ES256, reuse on", reuse))
+    plan = Plan(tmp, args.duration)
+    plan.bare()
+    peer = plan.peers()
+    issuer = plan.example(peer)
+    plan.resource_server(issuer)
     if not args.skip_scaling:
-        # No state cache: every token request looks its client up and every require_scope
-        # request its revocation state, in the 10-row or the 100,000-row tables.
-        uncached = {"M2M_STATE_CACHE_SECONDS": "0"}
-        small = add("10 clients", m2m_config(tmp / "small.db", "ES256", **uncached), clients=10)
-        hundred_config = m2m_config(tmp / "hundred.db", "ES256", **uncached)
-        hundred = add("100 clients", hundred_config, clients=100)
-        large = add("100k clients", m2m_config(tmp / "large.db", "ES256", **uncached), BULK, BULK)
-        for server, size in ((small, "10 clients"), (large, "100k clients")):
-            cases[server.name] += [
-                token_case(f"token ES256, {size}", server),
-                Case(f"require_scope, {'0' if server is small else '100k'} revoked", server,
-                     "/bench/scoped", auth=bearer(server, "read_token")),
-            ]  # fmt: skip
-        for server, size in ((hundred, "100"), (large, "100k")):
-            cases[server.name].append(
-                Case(f"client list, {size} clients", server, "/m2m/clients?limit=50",
-                     auth=bearer(server, "admin_token"))
-            )  # fmt: skip
+        plan.scaling()
+    production_note = "PostgreSQL + Redis rows: skipped (--skip-production)"
+    if not args.skip_production:
+        why = production_reachable()
+        if why is None:
+            plan.production(peer)
+            production_note = ""
+        else:
+            production_note = f"PostgreSQL + Redis rows: skipped, {why}"
+    if production_note:
+        print(production_note, flush=True)
 
     log = tmp / "gunicorn.log"
-    results: dict[str, list[dict[str, float]]] = {}
-    ratios: dict[str, list[float]] = {}
     try:
-        for server in servers:
+        for server in plan.servers:
             print(f"Starting {server.name} ...", flush=True)
             server.start(log)
-            if "client_id" in server.data:
-                d = server.data
-                d["read_token"] = fetch_token(server, d["client_id"], d["secret"], "read")
-                d["admin_token"] = fetch_token(
-                    server, d["admin_id"], d["admin_secret"], "m2m:admin"
-                )
-        all_cases = [(s, [Case("floor", s, "/bench/bare"), *cases[s.name]]) for s in servers]
-        for _, group in all_cases:  # warm-up: caches, keys, connections
-            for case in group:
-                load(case, 1)
-        for number in range(1, args.rounds + 1):
-            print(f"Round {number}/{args.rounds} ...", flush=True)
-            for server, group in all_cases:
-                floor = None
-                for case in group:
-                    result = load(case, args.duration)
-                    key = f"{server.name}|{case.label}"
-                    results.setdefault(key, []).append(result)
-                    if floor is None:
-                        floor = result["rps"]
-                    ratios.setdefault(key, []).append(result["rps"] / floor)
-        rss = {server.name: server.rss_mib() for server in servers}
+            plan.fetch_tokens(server, issuer)
+        results = measure(plan, load, args)
+        rss = {server.name: server.rss_mib() for server in plan.servers}
     finally:
-        for server in servers:
+        for server in plan.servers:
             server.stop()
 
     print()
-    print(f"{args.rounds} rounds x {args.duration:g} s, wrk -t{THREADS} -c{CONNECTIONS}; medians")
-    header = f"{'server':<13} {'case':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} " \
-             f"{'errors':>6} {'floor':>6} {'RSS MiB':>8} {'RSS/bare':>8}"  # fmt: skip
-    print(header)
-    print("-" * len(header))
-    for server, group in all_cases:
-        for case in group:
-            key = f"{server.name}|{case.label}"
-            runs = results[key]
-            first = case.label == "floor"
-            mem = rss[server.name]
-            shown = f"{mem:8.1f} {mem / rss['bare app']:8.2f}" if first else ""
-            rps, p50, p99 = (median([r[k] for r in runs]) for k in ("rps", "p50", "p99"))
-            errors = sum(r["errors"] for r in runs)
-            print(f"{server.name if first else '':<13} {case.label:<30} {rps:8.0f} {p50:7.2f} "
-                  f"{p99:7.2f} {errors:6.0f} {median(ratios[key]):6.0%} {shown}")  # fmt: skip
+    m = Measurements(plan.cases, results)
+    print_table(m, rss, f"{args.rounds} rounds x {args.duration:g} s, wrk -t{THREADS} "
+                        f"-c{CONNECTIONS} (split over the instances); medians")  # fmt: skip
+    if production_note:
+        print(production_note)
+    found = targets(m, rss, plan.servers, not args.skip_scaling)
+    if not args.skip_host_overhead:
+        from benchmarks import host_overhead
 
-    def ratio(server: str, label: str) -> float:
-        return median(ratios[f"{server}|{label}"])
-
-    def paired(a: str, b: str) -> float:
-        """Median over the rounds of (rps of a) / (rps of b), each as a ratio to its floor."""
-        return median([x / y for x, y in zip(ratios[a], ratios[b], strict=True)])
-
-    targets = [
-        ("token ES256 >= 60 % of floor", ratio("ES256", "token ES256") >= 0.60),
-        ("token EdDSA >= 60 % of floor", ratio("EdDSA", "token EdDSA") >= 0.60),
-        ("token RS256 >= 40 % of floor", ratio("RS256", "token RS256") >= 0.40),
-        ("token opaque (SQLite) >= 35 % of floor",
-         ratio("opaque", "token opaque (SQLite)") >= 0.35),
-        ("require_scope >= 90 % of the same route without it",
-         paired("RS256|route with require_scope", "RS256|route without require_scope") >= 0.90),
-        ("zero errors", all(r["errors"] == 0 for runs in results.values() for r in runs)),
-        ("worker RSS <= 1.5x bare app",
-         max(v for k, v in rss.items() if k != "bare app") <= 1.5 * rss["bare app"]),
-    ]  # fmt: skip
-    if not args.skip_scaling:
-        p50 = {k: median([r["p50"] for r in v]) for k, v in results.items()}
-        targets += [
-            ("token endpoint within 10 % from 10 to 100k clients",
-             paired("100k clients|token ES256, 100k clients",
-                    "10 clients|token ES256, 10 clients") >= 0.90),
-            ("require_scope within 10 % from 0 to 100k revoked tokens",
-             paired("100k clients|require_scope, 100k revoked",
-                    "10 clients|require_scope, 0 revoked") >= 0.90),
-            ("client list p50 flat (within 10 %) from 100 to 100k clients",
-             p50["100k clients|client list, 100k clients"]
-             <= 1.10 * p50["100 clients|client list, 100 clients"]),
-        ]  # fmt: skip
+        print()
+        print("What flask-m2m adds to a host route (in-process, benchmarks/host_overhead.py):")
+        found.append(
+            ("host overhead <= 10 µs per request", host_overhead.main(HOST_OVERHEAD_ARGS) == 0)
+        )
     print()
-    for name, ok in targets:
+    for name, ok in found:
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if all(ok for _, ok in targets) else 1
+    return 0 if all(ok for _, ok in found) else 1
 
 
 if __name__ == "__main__":

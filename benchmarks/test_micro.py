@@ -132,3 +132,78 @@ def test_require_scope_check_resource_server_uncached(
             authenticate_request(("read",))
 
         benchmark(check)
+
+
+# -- private_key_jwt and DPoP: each call needs a fresh single-use assertion or proof ---------
+ISSUER = "https://issuer.test"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_token_endpoint_private_key_jwt(benchmark: Any, scoped_app: Flask) -> None:
+    """One ``POST /m2m/token`` of a key-only client with a fresh ES256 assertion (jti
+    recorded in the replay table)."""
+    from benchmarks.proofs import assertion_body, new_key, public_jwks
+    from flask_m2m.lifecycle import create_client
+
+    key = new_key("micro-1")
+    with scoped_app.app_context():
+        state = get_state(scoped_app)
+        model, _ = create_client(
+            state, actor="system", name="keyed", scopes="read",
+            token_endpoint_auth_method="private_key_jwt", jwks=public_jwks(key),
+        )  # fmt: skip
+        state.db.session.commit()
+        client_id = model.client_id
+    client = scoped_app.test_client()
+
+    def fresh() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return ("/m2m/token",), {"data": assertion_body(key, client_id, ISSUER), "headers": FORM}
+
+    response = benchmark.pedantic(client.post, setup=fresh, rounds=300, warmup_rounds=5)
+    assert response.status_code == 200, response.get_json()
+
+
+def test_token_endpoint_dpop(benchmark: Any, scoped_app: Flask) -> None:
+    """One DPoP-bound ``POST /m2m/token`` (secret client, fresh proof)."""
+    from benchmarks.proofs import dpop_proof, new_key
+
+    key = new_key()
+    creds = register(scoped_app)
+    client = scoped_app.test_client()
+    auth = basic_auth(creds["client_id"], creds["client_secret"])
+    body = "grant_type=client_credentials&scope=read"
+
+    def fresh() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        proof = dpop_proof(key, "POST", "http://localhost/m2m/token")
+        return ("/m2m/token",), {"data": body, "headers": {**auth, **FORM, "DPoP": proof}}
+
+    response = benchmark.pedantic(client.post, setup=fresh, rounds=300, warmup_rounds=5)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["token_type"] == "DPoP"
+
+
+def test_require_scope_route_dpop(benchmark: Any, scoped_app: Flask) -> None:
+    """One ``GET`` of a ``require_scope("read")`` route with a DPoP-bound token (verified
+    once) and a fresh proof."""
+    from benchmarks.proofs import dpop_proof, new_key
+
+    key = new_key()
+    creds = register(scoped_app)
+    client = scoped_app.test_client()
+    response = client.post(
+        "/m2m/token",
+        data="grant_type=client_credentials&scope=read",
+        headers={
+            **basic_auth(creds["client_id"], creds["client_secret"]),
+            **FORM,
+            "DPoP": dpop_proof(key, "POST", "http://localhost/m2m/token"),
+        },
+    )
+    token = response.get_json()["access_token"]
+
+    def fresh() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        proof = dpop_proof(key, "GET", "http://localhost/api/read", token)
+        return ("/api/read",), {"headers": {"Authorization": f"DPoP {token}", "DPoP": proof}}
+
+    response = benchmark.pedantic(client.get, setup=fresh, rounds=300, warmup_rounds=5)
+    assert response.status_code == 200, response.get_json()
