@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import logging
 import pstats
 import socket
@@ -36,12 +35,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from benchmarks.host_overhead import wsgi_loop  # noqa: E402
 
 CASES = ("bare", "as-plain", "as-scoped", "rs-plain", "rs-scoped")
 
@@ -70,27 +71,7 @@ class Case:
 
     def loop(self, number: int, clock: Callable[[], float] = time.process_time) -> float:
         """Seconds of ``clock`` for ``number`` calls of the app's WSGI callable."""
-
-        def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-            assert status.startswith("200"), status
-            return lambda data: None
-
-        call, environ = self.app.wsgi_app, self.environ
-        gc_was_on = gc.isenabled()
-        gc.disable()
-        try:
-            start = clock()
-            for _ in range(number):
-                body: Iterable[bytes] = call(dict(environ), start_response)
-                for _chunk in body:
-                    pass
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
-            return clock() - start
-        finally:
-            if gc_was_on:
-                gc.enable()
+        return wsgi_loop(self.app, number, clock, self.environ)
 
 
 def build_cases(tmp: str, metrics: bool = False) -> tuple[dict[str, Case], Any]:
