@@ -92,8 +92,12 @@ class DatabaseReplayStore(ReplayStore):
     name = "database"
 
     def __init__(self, db: Any, model: Any):
+        from .writes import Autocommit  # SQLAlchemy, for this store only
+
         self.db = db
         self.model = model
+        #: The insert runs alone in autocommit mode: one round trip, no BEGIN nor COMMIT.
+        self._autocommit = Autocommit(db)
         self._pruned_at = 0.0
         self._lock = threading.Lock()
 
@@ -103,18 +107,27 @@ class DatabaseReplayStore(ReplayStore):
         keep_until = int(now) + _keep_for(expires_at, now)
         table = self.model.__table__
         engine = self.db.engine
-        # The DB-API's own IntegrityError (PEP 249), which SQLAlchemy wraps: this module
-        # imports no SQLAlchemy, so that a resource server can use the other stores.
-        dbapi = getattr(engine.dialect, "loaded_dbapi", None) or engine.dialect.dbapi
         self._prune(engine, now)
+        insert = table.insert().values(key=key, expires_at=keep_until)
+        alone = self._autocommit()
+        # A connection of its own, never the request's session; the primary key decides.
+        if self._inserted(alone, insert):
+            return True
+        # The key is taken: a replay, unless that row expired and no prune removed it yet
+        # (an identifier may be used again once its assertion or proof expired).
+        with alone.begin() as connection:
+            expired = table.delete().where(table.c.key == key, table.c.expires_at < now)
+            if not connection.execute(expired).rowcount:
+                return False
+        return self._inserted(alone, insert)
+
+    def _inserted(self, engine: Any, insert: Any) -> bool:
+        """Run ``insert`` in a transaction of its own: False if the key is already there."""
+        # The DB-API's own IntegrityError (PEP 249), which SQLAlchemy wraps.
+        dbapi = getattr(engine.dialect, "loaded_dbapi", None) or engine.dialect.dbapi
         try:
-            # A connection of its own, committed at once (never the request's session).
             with engine.begin() as connection:
-                # An expired row of the same key is no longer a replay (its assertion expired).
-                connection.execute(
-                    table.delete().where(table.c.key == key, table.c.expires_at < now)
-                )
-                connection.execute(table.insert().values(key=key, expires_at=keep_until))
+                connection.execute(insert)
         except Exception as exc:
             if isinstance(getattr(exc, "orig", None), dbapi.IntegrityError):
                 return False

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from helpers.apps import fetch_token, register
 from helpers.http import basic_auth, bearer
+from helpers.key_clients import assertion, form, new_key, register_key_client
 from helpers.round_trips import RoundTrips
 from sqlalchemy.engine import Engine
 
@@ -104,3 +105,23 @@ def test_reused_token_makes_no_round_trip(make: Callable[..., Flask]) -> None:
         again = fetch_token(client, creds, "read")
     assert again == first
     assert trips.statements == []
+
+
+def test_private_key_jwt_token_request_makes_one_round_trip(make: Callable[..., Flask]) -> None:
+    """RFC 7523 §3: the assertion's ``jti`` is recorded once across instances, in one insert
+    that commits by itself; the client's keys and the signing key come from the caches."""
+    app = make()
+    key = new_key("EC", "k")
+    client_id = register_key_client(app, key)
+    token = app.test_client().post
+    assert token("/m2m/token", data=form(assertion(key, client_id, alg="ES256"))).status_code == 200
+    with RoundTrips(_engine(app)) as trips:
+        response = token("/m2m/token", data=form(assertion(key, client_id, alg="ES256")))
+    assert response.status_code == 200, response.get_json()
+    assert trips.statements == ["INSERT"]
+    # A replayed assertion: the insert fails, and a delete finds no expired row to replace.
+    signed = assertion(key, client_id, alg="ES256")
+    assert token("/m2m/token", data=form(signed)).status_code == 200
+    with RoundTrips(_engine(app)) as trips:
+        assert token("/m2m/token", data=form(signed)).status_code == 401
+    assert trips.statements == ["INSERT", "DELETE"]
