@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import audit, signals, writes
+from .autocommit import Autocommit
 from .models import utcnow
 from .policy import CLIENT_ID_PATTERN, SECRET_METHODS
 
@@ -57,7 +58,7 @@ class CredentialsCache:
         #: Bumped by every :meth:`forget_client`, so a read that raced a change is not kept.
         self._generation = 0
         #: The read is one query: no transaction around it (one round trip).
-        self._autocommit = writes.Autocommit(state.db)
+        self._autocommit = Autocommit(state.db)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -29,6 +29,7 @@ from flask import Flask
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
+from .autocommit import Autocommit
 from .config import KEYS, REPLAY_STORES
 from .config_parsers import Source
 from .errors import ConfigurationError
@@ -92,8 +93,6 @@ class DatabaseReplayStore(ReplayStore):
     name = "database"
 
     def __init__(self, db: Any, model: Any):
-        from .writes import Autocommit  # SQLAlchemy, for this store only
-
         self.db = db
         self.model = model
         #: The insert runs alone in autocommit mode: one round trip, no BEGIN nor COMMIT.

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import writes
+from .autocommit import Autocommit
 from .config import Settings
 from .credentials import OPAQUE_TOKEN_PREFIX, generate_opaque_token, hash_token
 from .keys import KeyStore
@@ -72,7 +73,7 @@ class TokenService:
         #: (client_id, sorted scopes, issuer, audience, jkt, extra claims) -> last token issued
         self._issued: dict[tuple[str, str, str, str, str, str], _Issued] = {}
         #: Where an opaque token's row is inserted: one statement, in autocommit mode.
-        self._autocommit = writes.Autocommit(db)
+        self._autocommit = Autocommit(db)
 
     # -- issuing ---------------------------------------------------------------------------
     def issue(

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
+from .autocommit import Autocommit
 from .errors import M2MError
 
 #: ``Session.info`` key (of the app's session) of the writes waiting for its transaction.
@@ -55,31 +56,6 @@ class AppHoldsWriteLock(M2MError, RuntimeError):
             "(it wrote in this request and has not committed): commit or roll back first, "
             "e.g. at the end of the before_request function that wrote."
         )
-
-
-class Autocommit:
-    """The engine of an app's ``db`` in autocommit mode, made once (making it costs more than
-    the statement it saves).
-
-    Each statement on it is a transaction of its own. On SQLite it is the engine itself:
-    SQLite runs in the process, so its ``BEGIN`` and ``COMMIT`` are no round trips, and
-    switching a connection's mode costs more than they do (and, in memory, where every
-    session shares one connection, would end a transaction of the app's).
-    """
-
-    def __init__(self, db: Any):
-        self.db = db
-        self._made: tuple[Engine, Engine] | None = None
-
-    def __call__(self) -> Engine:
-        engine: Engine = self.db.engine
-        made = self._made
-        if made is None or made[0] is not engine:
-            own = engine
-            if engine.dialect.name != "sqlite":
-                own = engine.execution_options(isolation_level="AUTOCOMMIT")
-            made = self._made = (engine, own)
-        return made[1]
 
 
 def write(
