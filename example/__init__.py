@@ -78,10 +78,12 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
     app.config["RATELIMIT_STORAGE_URI"] = "memory://"
     # The console's session cookie: 8 hours (Flask's default is 31 days); the app may override.
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=8)
-    # Check pooled connections before use, so service resumes by itself after a database restart.
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     app.config.from_prefixed_env()
     app.config.update(config or {})
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # Check pooled connections of a database server before use, so service resumes by
+        # itself after it restarts (a SQLite file has no server: no ping, no round trip).
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(app.instance_path)
     hops = int(app.config.get("EXAMPLE_PROXY_FIX", 0))
