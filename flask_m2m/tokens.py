@@ -135,11 +135,7 @@ class TokenService:
             # One INSERT into the table (its column defaults apply), not the ORM's unit of
             # work: there is nothing to track.
             table: Table = self.models.opaque_token.__table__  # type: ignore[attr-defined]
-
-            def work(session: Session) -> None:
-                session.execute(table.insert(), values)
-
-            writes.write(self.db, work, autocommit=self._autocommit)
+            writes.execute(self.db, table.insert(), values, self._autocommit)
         else:
             claims: dict[str, Any] = {
                 **(extra_claims or {}),

@@ -17,7 +17,7 @@ every session shares one connection, so there are no separate transactions at al
 
 A write of one statement (an opaque token) and a read of one query (a client's credentials)
 need no transaction around them: they run on the engine in autocommit mode
-(:class:`Autocommit`), where the database sees the statement alone, with no ``BEGIN`` before
+(:func:`execute`, :class:`~flask_m2m.autocommit.Autocommit`), where the database sees the statement alone, with no ``BEGIN`` before
 it nor ``COMMIT`` after it: one round trip instead of three on PostgreSQL.
 """
 
@@ -58,16 +58,12 @@ class AppHoldsWriteLock(M2MError, RuntimeError):
         )
 
 
-def write(
-    db: Any, work: Work, *, wait_for_app: bool = False, autocommit: Autocommit | None = None
-) -> None:
+def write(db: Any, work: Work, *, wait_for_app: bool = False) -> None:
     """Run ``work(session)`` in a short transaction of flask-m2m's own, committed at once.
 
     :param db: the app's Flask-SQLAlchemy object.
     :param wait_for_app: bookkeeping that may wait: while the app's session holds SQLite's
         write lock, it is written when the app's transaction ends (a failure then is logged).
-    :param autocommit: ``work`` writes one statement: run it in autocommit mode on this
-        engine, as a transaction of its own (no ``BEGIN`` nor ``COMMIT`` round trip).
     :raises AppHoldsWriteLock: when it may not wait and the app's session holds that lock.
     """
     if app_holds_write_lock(db):
@@ -75,7 +71,19 @@ def write(
             raise AppHoldsWriteLock()
         _wait_for_app(db.session(), db.engine, work)
         return
-    _run(db.engine if autocommit is None else autocommit(), work)
+    _run(db.engine, work)
+
+
+def execute(db: Any, statement: Any, values: dict[str, Any], autocommit: Autocommit) -> None:
+    """Run one statement as a transaction of its own, on a connection of the engine in
+    autocommit mode: no ORM session around it (nothing to track), one round trip.
+
+    :raises AppHoldsWriteLock: when the app's session holds SQLite's write lock.
+    """
+    if app_holds_write_lock(db):
+        raise AppHoldsWriteLock()
+    with autocommit().begin() as connection:
+        connection.execute(statement, values)
 
 
 @contextmanager
