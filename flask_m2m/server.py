@@ -74,7 +74,10 @@ class _FormRequest(FlaskOAuth2Request):  # type: ignore[misc]
 
     def __init__(self, request: Any):
         self._request = request
-        OAuth2Request.__init__(self, request.method, self.PLACEHOLDER_URI, headers=request.headers)
+        OAuth2Request.__init__(self, request.method, self.PLACEHOLDER_URI)
+        # Set after: the constructor's ``headers or {}`` would walk every header to find
+        # the mapping non-empty.
+        self.headers = request.headers
         self.payload = _FormPayload(request)
 
     @property
