@@ -16,9 +16,9 @@ management change) raises :class:`AppHoldsWriteLock` at once. With ``sqlite://``
 every session shares one connection, so there are no separate transactions at all.
 
 A write of one statement (an opaque token) and a read of one query (a client's credentials)
-need no transaction around them: they run on the engine in autocommit mode
-(:func:`execute`, :class:`~flask_m2m.autocommit.Autocommit`), where the database sees the statement alone, with no ``BEGIN`` before
-it nor ``COMMIT`` after it: one round trip instead of three on PostgreSQL.
+need no transaction around them: they run on the engine in autocommit mode (:func:`execute`,
+:class:`~flask_m2m.autocommit.Autocommit`), where the database sees the statement alone, with
+no ``BEGIN`` before it nor ``COMMIT`` after it: one round trip instead of three on PostgreSQL.
 """
 
 from __future__ import annotations
