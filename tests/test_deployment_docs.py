@@ -19,7 +19,7 @@ from helpers.http import LiveServer
 from joserfc import jwt as jose_jwt
 
 from flask_m2m.extension import get_state
-from flask_m2m.tokens import JWS_REGISTRY
+from flask_m2m.verification import JWS_REGISTRY
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "deployment.md"
 JWKS_LINE = re.compile(r'^JWKS_URL = "([^"]+)"', re.MULTILINE)
