@@ -101,7 +101,9 @@ def _memory(**options: Any) -> MemoryStorage:
     if hasattr(MemoryStorage, "_MemoryStorage__schedule_expiry") and hasattr(
         MemoryStorage, "_MemoryStorage__expire_events"
     ):
-        return MemoryStorageSweptOnceASecond(**options)
+        storage = MemoryStorageSweptOnceASecond(**options)
+        if isinstance(getattr(storage, "timer", None), threading.Timer):
+            return storage  # the hook's attributes are those it uses
     return MemoryStorage(**options)
 
 
