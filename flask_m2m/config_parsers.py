@@ -178,14 +178,20 @@ def scope_list(source: Source, key: str) -> frozenset[str] | None:
     return frozenset(value) if value is not None else None
 
 
+def _json_or_value(source: Source, key: str) -> Any:
+    """The value of ``key``, decoded when it is a string (JSON, as from the environment)."""
+    value = source.get(key)
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} is not valid JSON.") from None
+
+
 def audience_lifetimes(source: Source, key: str) -> dict[str, int]:
     """Token lifetimes per audience: a mapping (or its JSON) of audience URI -> seconds."""
-    value = source.get(key)
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ConfigurationError(f"{key} is not valid JSON.") from None
+    value = _json_or_value(source, key)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -204,12 +210,7 @@ def audience_lifetimes(source: Source, key: str) -> dict[str, int]:
 
 def jwk_set(source: Source, key: str) -> dict[str, Any] | None:
     """None, or a JWK set (``{"keys": [...]}``) as a dict or JSON."""
-    value = source.get(key)
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ConfigurationError(f"{key} is not valid JSON.") from None
+    value = _json_or_value(source, key)
     if value is not None and not (isinstance(value, dict) and isinstance(value.get("keys"), list)):
         raise ConfigurationError(f'{key} must be a JWK set: {{"keys": [...]}}.')
     return value
