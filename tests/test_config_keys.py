@@ -75,3 +75,13 @@ def test_rate_limit_keys_follow_the_client_rule(value: object) -> None:
     app.config["SECRET_KEY"] = "Yq3-Lf8vTz1Nw6Pb0Rk5Hc2Xm9Gd4Sj7"
     with pytest.raises(ConfigurationError, match="M2M_FAILED_AUTH_RATE_LIMIT"):
         load_settings(app, {"failed_auth_rate_limit": value})
+
+
+@pytest.mark.parametrize(("option", "key"), [("signing_keys", "M2M_SIGNING_KEYS"),
+                                             ("audience_lifetimes", "M2M_AUDIENCE_LIFETIMES")])
+def test_json_keys_refuse_invalid_json(option: str, key: str) -> None:
+    """A JSON-valued key given as a string (as from the environment) must parse."""
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "Yq3-Lf8vTz1Nw6Pb0Rk5Hc2Xm9Gd4Sj7"
+    with pytest.raises(ConfigurationError, match=f"{key} is not valid JSON"):
+        load_settings(app, {option: "{"})
