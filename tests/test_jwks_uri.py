@@ -164,13 +164,14 @@ def _post_together(app: Flask, signed: list[str]) -> list[int]:
 
 
 def test_concurrent_requests_share_one_fetch(
-    app_factory: Callable[..., Flask], host: KeyHost
+    app_factory: Callable[..., Flask], host: KeyHost, shared_database_url: str
 ) -> None:
     """Requests of a client whose set is not cached yet wait for one fetch of it, rather than
-    each fetching it (a burst must not multiply the requests to the client's host). The used
-    ``jti`` values are kept in memory here: the test database is one SQLite connection, which
-    threads cannot commit on at once."""
-    app = app_factory(M2M_REPLAY_STORE="memory")
+    each fetching it (a burst must not multiply the requests to the client's host). The
+    threads need a database each can connect to (the default test database is one in-memory
+    SQLite connection, which threads cannot use at once), and the used ``jti`` values are kept
+    in memory."""
+    app = app_factory(shared_database_url, M2M_REPLAY_STORE="memory")
     key = new_key("EC", "a")
     host.body, host.delay = public_set(key), 0.3
     client_id = register_key_client(app, jwks_uri=host.url)
@@ -180,11 +181,13 @@ def test_concurrent_requests_share_one_fetch(
 
 
 def test_concurrent_requests_share_one_failure(
-    app_factory: Callable[..., Flask], host: KeyHost
+    app_factory: Callable[..., Flask], host: KeyHost, shared_database_url: str
 ) -> None:
     """When the shared fetch fails, the requests that waited for it are refused without
     fetching again."""
-    app = app_factory(M2M_JWKS_URI_REFETCH_SECONDS=0, M2M_REPLAY_STORE="memory")
+    app = app_factory(
+        shared_database_url, M2M_JWKS_URI_REFETCH_SECONDS=0, M2M_REPLAY_STORE="memory"
+    )
     key = new_key("EC", "a")
     host.body, host.delay = "not json", 0.3
     client_id = register_key_client(app, jwks_uri=host.url)
