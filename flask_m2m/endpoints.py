@@ -236,13 +236,7 @@ def introspect() -> Response:
 
 def jwks() -> Response:
     """``GET {prefix}/jwks.json`` — the public signing keys (RFC 7517 §5)."""
-    keys = _state().keys
-    try:
-        body = keys.current_jwks()
-    except DATABASE_ERRORS as error:  # resource servers can still fetch the keys held
-        log_outage(error, "served the JWK set held in memory")
-        body = keys.jwks()
-    response = jsonify(body)
+    response = jsonify(_state().keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=60"
     return response
 

@@ -2,8 +2,7 @@
 
 Each process keeps the imported keys in memory and re-reads the key table at most every
 ``M2M_KEY_REFRESH_SECONDS`` (or at once when a token names a key it has not seen), so that
-no request pays for loading a key. Only the JWK set endpoint reads the table on each request,
-so that it publishes every key an instance may sign with.
+no request pays for loading a key.
 
 Access tokens are signed by a :class:`Signer` of the active key: its protected header is
 serialised once per key, and each token costs the JSON of its claims and one signature by
@@ -180,24 +179,9 @@ class KeyStore:
         return key
 
     def jwks(self) -> dict[str, Any]:
-        """The public JWK set (RFC 7517 §5) as this process last loaded it."""
+        """The public JWK set (RFC 7517 §5) served at ``jwks.json``."""
         self._refresh_if_stale()
         return {"keys": [public_jwk(key) for key in self._public.values()]}
-
-    def current_jwks(self) -> dict[str, Any]:
-        """The public JWK set read from the key table now, as ``jwks.json`` serves it.
-
-        Another instance may already sign with a key this process has not loaded yet (it
-        re-reads the table every ``M2M_KEY_REFRESH_SECONDS``); a resource server that fetches
-        the set after receiving such a token must find the key. Requests arriving together
-        share one read: each waits for a read that began after it arrived.
-        """
-        if not self.from_config:
-            asked_at = time.monotonic()
-            with self._lock:
-                if self._loaded_at < asked_at:
-                    self._reload()
-        return self.jwks()
 
     # -- loading ---------------------------------------------------------------------------
     def _load_configured(self, jwks: dict[str, Any]) -> None:
@@ -239,7 +223,6 @@ class KeyStore:
             self._lock.release()
 
     def _reload(self) -> None:
-        read_at = time.monotonic()
         with self._session() as session:
             model = self.models.signing_key
             rows = list(session.execute(select(model)).scalars())
@@ -260,7 +243,7 @@ class KeyStore:
                 signing = self._decrypt(active.private_jwk_encrypted)
                 self._private_cache = {active.kid: signing}
             self._public, self._signing = public, signing
-            self._loaded_at = read_at
+            self._loaded_at = time.monotonic()
 
     def _session(self) -> Session:
         """A session of its own, so key reads never touch the request's transaction."""

@@ -24,10 +24,9 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 OUTAGE_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, StorageError)
 
 
-def log_outage(error: Exception, answer: str = "answered 503") -> None:
-    """One warning line naming the error's class, never its text (it may hold SQL or URLs),
-    and what the request got instead."""
+def log_outage(error: Exception) -> None:
+    """One warning line naming the error's class, never its text (it may hold SQL or URLs)."""
     what = "rate-limit storage" if isinstance(error, StorageError) else "database"
     current_app.logger.warning(
-        "flask-m2m: %s unavailable (%s); %s", what, type(error).__name__, answer
+        "flask-m2m: %s unavailable (%s); answered 503", what, type(error).__name__
     )

@@ -416,47 +416,6 @@ def test_requests_naming_a_new_key_together_all_wait_for_one_reload(
     assert len(reloads) == 1
 
 
-def test_jwks_endpoint_publishes_a_key_made_elsewhere_at_once(
-    app_factory: Callable[..., Flask], shared_database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another instance may sign with a new key as soon as it has loaded it, and a resource
-    server that receives such a token may fetch the JWK set from this instance: the set it
-    gets holds that key (RFC 7517 §5) although this instance's periodic re-read of the key
-    table is an hour away. Requests for the set arriving together share one read."""
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    here = app_factory(shared_database_url, M2M_KEY_REFRESH_SECONDS=3600)
-    elsewhere = app_factory(shared_database_url, M2M_KEY_REFRESH_SECONDS=3600)
-    before = _kids(here)
-    with elsewhere.app_context():
-        new_kid = get_state(elsewhere).keys.rotate()
-    assert _kids(here) == before | {new_kid}
-    with elsewhere.app_context():
-        newest_kid = get_state(elsewhere).keys.rotate()
-    keys = get_state(here).keys
-    reload = keys._reload
-    reloads: list[float] = []
-
-    def slow_reload() -> None:
-        reloads.append(time.monotonic())
-        time.sleep(0.5)  # a slow database: the other requests arrive meanwhile
-        reload()
-
-    monkeypatch.setattr(keys, "_reload", slow_reload)
-    barrier = threading.Barrier(8)
-
-    def fetch(_: int) -> set[str]:
-        barrier.wait(timeout=10)
-        return _kids(here)
-
-    with ThreadPoolExecutor(8) as pool:
-        sets = list(pool.map(fetch, range(8)))
-    assert sets == [before | {new_kid, newest_kid}] * 8
-    assert len(reloads) <= 2  # one, unless a thread started after that read had begun
-
-
 SIGNATURE_BYTES = {"ES256": 64, "EdDSA": 64}
 
 
