@@ -318,7 +318,11 @@ def rotate_keys() -> None:
             state, "keys_rotated", None, {"kid": kid}, actor=_actor(), session=state.db.session
         )
     signals.keys_rotated.send(current_app._get_current_object(), kid=kid)  # type: ignore[attr-defined]
-    click.echo(f"New signing key {kid}; older keys stay in the JWKS until their tokens expire.")
+    delay = state.settings.key_publication_delay
+    click.echo(
+        f"New signing key {kid}; published at once, it signs in every instance after "
+        f"{delay:g} s; older keys stay in the JWKS until their tokens expire."
+    )
 
 
 @m2m_cli.command("reencrypt-keys")

@@ -93,6 +93,12 @@ class Settings:
     key_refresh_seconds: float = _key(
         60, read.seconds(1), "Seconds between two reads of the signing-key table by one process."
     )
+    key_publication_seconds: int | None = _key(
+        None, read.optional_integer(0),
+        "Seconds a key made by ``rotate-keys`` is published before any instance signs with "
+        "it (None: ``M2M_KEY_REFRESH_SECONDS + M2M_LEEWAY``).",
+        shown="refresh + leeway",
+    )
     token_cache_size: int = _key(
         10000, read.integer(0), "Most verified tokens kept in each process's cache."
     )
@@ -259,6 +265,15 @@ class Settings:
     def master_secrets(self) -> tuple[bytes, ...]:
         """The current master secret, then the older ones still accepted."""
         return (self.key_encryption_secret, *self.key_encryption_secret_fallbacks)
+
+    @property
+    def key_publication_delay(self) -> float:
+        """Seconds between a new signing key's creation and its first use by another process:
+        every process has re-read the key table (and so publishes the key) meanwhile, give or
+        take the clock skew ``M2M_LEEWAY`` tolerates."""
+        if self.key_publication_seconds is not None:
+            return float(self.key_publication_seconds)
+        return self.key_refresh_seconds + self.leeway
 
     @property
     def longest_token_lifetime(self) -> int:

@@ -2,7 +2,10 @@
 
 Each process keeps the imported keys in memory and re-reads the key table at most every
 ``M2M_KEY_REFRESH_SECONDS`` (or at once when a token names a key it has not seen), so that
-no request pays for loading a key.
+no request pays for loading a key. A key made by :meth:`KeyStore.rotate` is published at
+once but signs only after ``M2M_KEY_PUBLICATION_SECONDS`` in the other processes, by which
+time every one of them has re-read the table: no instance signs with a key that another
+instance's JWK set lacks.
 
 Access tokens are signed by a :class:`Signer` of the active key: its protected header is
 serialised once per key, and each token costs the JSON of its claims and one signature by
@@ -135,6 +138,9 @@ class KeyStore:
         self._signer: Signer | None = None
         self._public: dict[str, Key] = {}
         self._private_cache: dict[str, Key] = {}
+        #: Keys this process made: it may sign with them at once (the others wait until
+        #: every process has had time to publish them).
+        self._own_kids: set[str] = set()
         if settings.signing_keys is not None:
             self._load_configured(settings.signing_keys)
 
@@ -145,9 +151,16 @@ class KeyStore:
 
     @property
     def retention(self) -> timedelta:
-        """How long a retired key stays published: until every token it signed has expired."""
+        """How long a retired key stays published: until every token it signed has expired
+        (other processes sign with it until its successor is published, and then until their
+        next re-read of the table)."""
         s = self.settings
-        return timedelta(seconds=s.longest_token_lifetime + s.key_refresh_seconds + s.leeway)
+        return timedelta(
+            seconds=s.longest_token_lifetime
+            + s.key_publication_delay
+            + s.key_refresh_seconds
+            + s.leeway
+        )
 
     # -- reading ---------------------------------------------------------------------------
     def signing_key(self) -> Key:
@@ -236,8 +249,7 @@ class KeyStore:
             for row in rows:
                 if row.retired_at is None or row.retired_at > now - self.retention:
                     public[row.kid] = self._public.get(row.kid) or import_key(row.public_jwk)
-            active = self._active(rows)
-            assert active is not None
+            active = self._signing_row(rows)
             signing = self._private_cache.get(active.kid)
             if signing is None:
                 signing = self._decrypt(active.private_jwk_encrypted)
@@ -255,6 +267,22 @@ class KeyStore:
         candidates = [r for r in rows if r.retired_at is None and r.alg == alg]
         return max(candidates, key=lambda r: (r.created_at, r.kid), default=None)
 
+    def _signing_row(self, rows: list[Any]) -> Any:
+        """The key to sign with: the newest one every process has had time to publish (or
+        one this process made), kept until its successor has been published for as long;
+        else (the first key) the newest unretired one."""
+        alg = self.settings.signing_alg
+        published = utcnow() - timedelta(seconds=self.settings.key_publication_delay)
+        usable = [
+            r
+            for r in rows
+            if r.alg == alg
+            and (r.created_at <= published or r.kid in self._own_kids)
+            and (r.retired_at is None or r.retired_at > published)
+        ]
+        row = max(usable, key=lambda r: (r.created_at, r.kid), default=None)
+        return row if row is not None else self._active(rows)
+
     def _insert(self, session: Session, key: Key) -> None:
         row = self.models.signing_key(
             kid=str(key.kid),
@@ -265,6 +293,7 @@ class KeyStore:
         )
         session.add(row)
         session.commit()
+        self._own_kids.add(row.kid)
 
     def _encrypt(self, key: Key) -> str:
         """``key``'s private JWK, encrypted under the current master secret (JWE compact)."""

@@ -75,7 +75,7 @@ def _instruments() -> _Instruments:
         ),
         key_age=Gauge(
             "m2m_signing_key_age_seconds",
-            "Age of the key that signs new access tokens.",
+            "Age of the newest signing key (it signs once published).",
             multiprocess_mode="mostrecent",
         ),
     )

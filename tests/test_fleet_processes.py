@@ -76,6 +76,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         SECRET_KEY="fleet-secret-key-0123456789abcdefghij",
         M2M_KEY_ENCRYPTION_SECRET="fleet-key-encryption-secret-0123456789",
         M2M_KEY_REFRESH_SECONDS=KEY_REFRESH,
+        M2M_KEY_PUBLICATION_SECONDS=KEY_REFRESH + 1,
         M2M_FAILED_AUTH_RATE_LIMIT="10000/minute",
         M2M_TOKEN_RATE_LIMIT="10000/minute",
     )
@@ -185,8 +186,8 @@ def test_pyjwt_validates_the_inventory_token(fleet: Fleet) -> None:
 def test_key_rotation_reaches_the_inventory_without_restart(fleet: Fleet) -> None:
     """``flask m2m rotate-keys`` at the authorization server: its tokens signed with the new
     key are accepted by the running inventory (an unknown ``kid`` makes it fetch the JWK set
-    again, and every authorization-server worker's JWK set holds every key in the table, even
-    before the worker signs with it); tokens signed before keep working."""
+    again, and every authorization-server worker publishes the new key before any signs with
+    it); tokens signed before keep working."""
     old_token = fleet.token(fleet.inventory.url)
     assert get(fleet.inventory, "/inventory/items", old_token).status_code == 200
     out = flask_cli(fleet.env, "m2m", "rotate-keys")
@@ -197,7 +198,8 @@ def test_key_rotation_reaches_the_inventory_without_restart(fleet: Fleet) -> Non
         token = fleet.token(fleet.inventory.url)
         return token if jwt_part(token, 0)["kid"] == new_kid else None
 
-    tokens = [poll(new_token, KEY_REFRESH + MARGIN) for _ in range(4)]  # both workers' tokens
+    # both workers' tokens, once M2M_KEY_PUBLICATION_SECONDS have passed
+    tokens = [poll(new_token, 2 * KEY_REFRESH + 1 + MARGIN) for _ in range(4)]
     for token in tokens:
         for _ in range(4):  # both inventory workers
             response = get(fleet.inventory, "/inventory/items", token)

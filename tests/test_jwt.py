@@ -202,9 +202,9 @@ def test_other_secret_key_cannot_decrypt(
     assert _whoami(first, token).status_code == 200
 
 
-#: access_token_expires_in + key_refresh_seconds + leeway, with the defaults.
-# The longest token lifetime (the per-client maximum, 86400 s by default) + key refresh + leeway.
-RETENTION = timedelta(seconds=86400 + 60 + 30)
+# The longest token lifetime (the per-client maximum, 86400 s by default) + the publication
+# delay of a new key (key refresh + leeway) + key refresh + leeway, with the defaults.
+RETENTION = timedelta(seconds=86400 + (60 + 30) + 60 + 30)
 
 
 def _retire(app: Flask, kid: str, ago: timedelta) -> None:
@@ -278,6 +278,71 @@ def test_instances_on_one_database_share_keys(
     assert response.get_json()["client_id"] == creds["client_id"]
     assert by_kid(one) == by_kid(two)
     assert _whoami(one, _token(two, creds)).status_code == 200
+
+
+def _kid(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+def _move_back(app: Flask, kid: str, column: str, by: timedelta) -> None:
+    """Move key ``kid``'s ``column`` timestamp ``by`` into the past (instead of waiting)."""
+    with app.app_context():
+        state = get_state(app)
+        model = state.models.signing_key
+        row = state.db.session.execute(select(model).where(model.kid == kid)).scalar_one()
+        setattr(row, column, getattr(row, column) - by)
+        state.db.session.commit()
+
+
+@pytest.mark.real_keys
+def test_a_key_made_elsewhere_signs_once_every_instance_publishes_it(
+    app_factory: Callable[..., Flask], shared_database_url: str
+) -> None:
+    """A key made by ``rotate-keys`` in another process is published here at the next re-read
+    of the key table, but signs here only ``M2M_KEY_PUBLICATION_SECONDS`` after it was made
+    (by then every instance has re-read the table), so a resource server that receives a token
+    with the new ``kid`` finds the key at whichever instance it asks (RFC 7517 §5, RFC 9068
+    §4). Until then the retired key keeps signing here. The process that made the key signs
+    with it at once."""
+    here = app_factory(shared_database_url, M2M_KEY_PUBLICATION_SECONDS=600)
+    elsewhere = app_factory(shared_database_url, M2M_KEY_PUBLICATION_SECONDS=600)
+    creds = register(here)
+    old_kid = _kid(_token(here, creds))
+    with elsewhere.app_context():
+        new_kid = get_state(elsewhere).keys.rotate()
+    assert _kid(_token(elsewhere, creds)) == new_kid
+
+    def reread() -> None:  # what every instance does each M2M_KEY_REFRESH_SECONDS
+        with here.app_context():
+            get_state(here).keys.refresh(wait=True)
+
+    reread()
+    assert {old_kid, new_kid} <= _kids(here)
+    token = _token(here, creds)
+    assert _kid(token) == old_kid
+    assert _whoami(elsewhere, token).status_code == 200
+
+    _move_back(here, new_kid, "created_at", timedelta(seconds=599))
+    _move_back(here, old_kid, "retired_at", timedelta(seconds=599))
+    reread()
+    assert _kid(_token(here, creds)) == old_kid  # one second to go
+    _move_back(here, new_kid, "created_at", timedelta(seconds=2))
+    _move_back(here, old_kid, "retired_at", timedelta(seconds=2))
+    reread()
+    token = _token(here, creds)
+    assert _kid(token) == new_kid
+    assert _whoami(elsewhere, token).status_code == 200
+    assert {old_kid, new_kid} <= _kids(here)  # the old key's tokens are still alive
+
+
+def test_publication_delay_defaults_to_key_refresh_plus_leeway(
+    app_factory: Callable[..., Flask],
+) -> None:
+    assert get_state(app_factory()).settings.key_publication_delay == 60 + 30
+    app = app_factory(M2M_KEY_REFRESH_SECONDS=5, M2M_LEEWAY=2)
+    assert get_state(app).settings.key_publication_delay == 7
+    app = app_factory(M2M_KEY_PUBLICATION_SECONDS=0)
+    assert get_state(app).settings.key_publication_delay == 0
 
 
 def _rfc7638_thumbprint(jwk: dict[str, Any]) -> str:
