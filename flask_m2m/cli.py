@@ -320,8 +320,9 @@ def rotate_keys() -> None:
     signals.keys_rotated.send(current_app._get_current_object(), kid=kid)  # type: ignore[attr-defined]
     delay = state.settings.key_publication_delay
     click.echo(
-        f"New signing key {kid}; published at once, it signs in every instance after "
-        f"{delay:g} s; older keys stay in the JWKS until their tokens expire."
+        f"New signing key {kid}; every instance publishes it at its next key refresh and "
+        f"signs with it from {delay:g} s on; older keys stay in the JWKS until their tokens "
+        "expire."
     )
 
 

@@ -106,6 +106,14 @@ class M2M:
                 "from the Host header of each request. Set M2M_ISSUER to the public URL of this "
                 "server in production."
             )
+        if settings.signing_keys is None and (
+            settings.key_publication_delay < settings.key_refresh_seconds
+        ):
+            app.logger.warning(
+                "flask-m2m: M2M_KEY_PUBLICATION_SECONDS is shorter than M2M_KEY_REFRESH_SECONDS: "
+                "after a key rotation, an instance may sign with a key another instance does "
+                "not publish yet."
+            )
         if settings.metrics_enabled:
             state.metrics = Metrics(app, state)
         state.rate_limits = RateLimits(app, state)

@@ -2,10 +2,9 @@
 
 Each process keeps the imported keys in memory and re-reads the key table at most every
 ``M2M_KEY_REFRESH_SECONDS`` (or at once when a token names a key it has not seen), so that
-no request pays for loading a key. A key made by :meth:`KeyStore.rotate` is published at
-once but signs only after ``M2M_KEY_PUBLICATION_SECONDS`` in the other processes, by which
-time every one of them has re-read the table: no instance signs with a key that another
-instance's JWK set lacks.
+no request pays for loading a key. A key made by :meth:`KeyStore.rotate` signs in the other
+processes only ``M2M_KEY_PUBLICATION_SECONDS`` after it was made, by which time every one of
+them has re-read the table and publishes it.
 
 Access tokens are signed by a :class:`Signer` of the active key: its protected header is
 serialised once per key, and each token costs the JSON of its claims and one signature by
@@ -19,7 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -264,32 +263,27 @@ class KeyStore:
     def _active(self, rows: list[Any]) -> Any | None:
         """The newest unretired key of the configured algorithm."""
         alg = self.settings.signing_alg
-        candidates = [r for r in rows if r.retired_at is None and r.alg == alg]
-        return max(candidates, key=lambda r: (r.created_at, r.kid), default=None)
+        return _newest([r for r in rows if r.retired_at is None and r.alg == alg])
 
     def _signing_row(self, rows: list[Any]) -> Any:
         """The key to sign with: the newest one every process has had time to publish (or
         one this process made), kept until its successor has been published for as long;
-        else (the first key) the newest unretired one."""
+        else the newest such key even if retired; else (a first key just made elsewhere) the
+        newest unretired one."""
         alg = self.settings.signing_alg
         published = utcnow() - timedelta(seconds=self.settings.key_publication_delay)
-        usable = [
-            r
-            for r in rows
-            if r.alg == alg
-            and (r.created_at <= published or r.kid in self._own_kids)
-            and (r.retired_at is None or r.retired_at > published)
-        ]
-        row = max(usable, key=lambda r: (r.created_at, r.kid), default=None)
-        return row if row is not None else self._active(rows)
+        own = self._own_kids
+        ready = [r for r in rows if r.alg == alg and (r.created_at <= published or r.kid in own)]
+        current = [r for r in ready if r.retired_at is None or r.retired_at > published]
+        return _newest(current) or _newest(ready) or self._active(rows)
 
-    def _insert(self, session: Session, key: Key) -> None:
+    def _insert(self, session: Session, key: Key, created_at: datetime | None = None) -> None:
         row = self.models.signing_key(
             kid=str(key.kid),
             alg=str(key.alg),
             public_jwk=public_jwk(key),
             private_jwk_encrypted=self._encrypt(key),
-            created_at=utcnow(),
+            created_at=created_at or utcnow(),
         )
         session.add(row)
         session.commit()
@@ -368,6 +362,12 @@ class KeyStore:
                 )
             )
             session.execute(update(model).where(model.retired_at.is_(None)).values(retired_at=now))
-            self._insert(session, key)  # commits the retirements too
+            # The new key is made when the old ones retire: one hands over to the other.
+            self._insert(session, key, created_at=now)  # commits the retirements too
         self.refresh(wait=True)
         return str(key.kid)
+
+
+def _newest(rows: list[Any]) -> Any | None:
+    """The most recently made of ``rows`` (None if there are none)."""
+    return max(rows, key=lambda r: (r.created_at, r.kid), default=None)

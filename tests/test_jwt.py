@@ -321,13 +321,20 @@ def test_a_key_made_elsewhere_signs_once_every_instance_publishes_it(
     token = _token(here, creds)
     assert _kid(token) == old_kid
     assert _whoami(elsewhere, token).status_code == 200
-
-    _move_back(here, new_kid, "created_at", timedelta(seconds=599))
-    _move_back(here, old_kid, "retired_at", timedelta(seconds=599))
+    rows = {row.kid: row for row in _key_rows(here)}
+    assert rows[old_kid].retired_at == rows[new_kid].created_at  # a hand-over, no gap
+    with elsewhere.app_context():
+        newest_kid = get_state(elsewhere).keys.rotate()  # a second rotation meanwhile
     reread()
-    assert _kid(_token(here, creds)) == old_kid  # one second to go
-    _move_back(here, new_kid, "created_at", timedelta(seconds=2))
-    _move_back(here, old_kid, "retired_at", timedelta(seconds=2))
+    assert _kid(_token(here, creds)) == old_kid
+    assert {old_kid, new_kid, newest_kid} <= _kids(here)
+
+    _move_back(here, new_kid, "created_at", timedelta(seconds=570))
+    _move_back(here, old_kid, "retired_at", timedelta(seconds=570))
+    reread()
+    assert _kid(_token(here, creds)) == old_kid  # 30 seconds to go
+    _move_back(here, new_kid, "created_at", timedelta(seconds=35))
+    _move_back(here, old_kid, "retired_at", timedelta(seconds=35))
     reread()
     token = _token(here, creds)
     assert _kid(token) == new_kid
@@ -336,13 +343,19 @@ def test_a_key_made_elsewhere_signs_once_every_instance_publishes_it(
 
 
 def test_publication_delay_defaults_to_key_refresh_plus_leeway(
-    app_factory: Callable[..., Flask],
+    app_factory: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert get_state(app_factory()).settings.key_publication_delay == 60 + 30
-    app = app_factory(M2M_KEY_REFRESH_SECONDS=5, M2M_LEEWAY=2)
-    assert get_state(app).settings.key_publication_delay == 7
-    app = app_factory(M2M_KEY_PUBLICATION_SECONDS=0)
+    """The delay defaults to the key refresh period plus the clock-skew leeway; one shorter
+    than the refresh period (another instance may not publish the key yet) is warned about."""
+    with caplog.at_level("WARNING"):
+        assert get_state(app_factory()).settings.key_publication_delay == 60 + 30
+        app = app_factory(M2M_KEY_REFRESH_SECONDS=5, M2M_LEEWAY=2)
+        assert get_state(app).settings.key_publication_delay == 7
+    assert "M2M_KEY_PUBLICATION_SECONDS" not in caplog.text
+    with caplog.at_level("WARNING"):
+        app = app_factory(M2M_KEY_PUBLICATION_SECONDS=0)
     assert get_state(app).settings.key_publication_delay == 0
+    assert "M2M_KEY_PUBLICATION_SECONDS is shorter than M2M_KEY_REFRESH_SECONDS" in caplog.text
 
 
 def _rfc7638_thumbprint(jwk: dict[str, Any]) -> str:
