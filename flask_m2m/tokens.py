@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import ColumnElement, Table, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -216,8 +216,10 @@ class TokenService:
         return decode_jwt(token_string, self.keys.public_key)
 
     def _session(self) -> Session:
-        """A session of flask-m2m's own for reads, so none touches the app's session."""
-        return Session(self.db.engine)
+        """A session of flask-m2m's own for reads, so none touches the app's session; in
+        autocommit mode, since each read is one statement (no ``BEGIN`` nor ``ROLLBACK``
+        around it)."""
+        return Session(self._autocommit())
 
     def _find_opaque(self, token_string: str) -> AccessToken:
         with self._session() as session:
@@ -261,19 +263,24 @@ class TokenService:
 
         :raises TokenRejected: if the token or its client no longer is valid.
         """
-        with self._session() as session:
-            client = session.get(self.models.client, token.client_id)
-            if client is None or not client.is_active():
-                raise TokenRejected("The client of this access token is disabled or gone.")
-            if token.issued_at < client.tokens_valid_after:
-                raise TokenRejected("The access token has been revoked.")
-            if token.opaque:
-                model = self.models.opaque_token
-                revoked = session.scalar(select(model.revoked).where(model.jti == token.jti))
-                revoked = revoked is None or revoked  # a deleted row is as good as revoked
-            else:
-                revoked = session.get(self.models.revoked_token, token.jti) is not None
-        if revoked:
+        revoked: ColumnElement[Any]
+        if token.opaque:
+            model = self.models.opaque_token
+            revoked = select(model.revoked).where(model.jti == token.jti).scalar_subquery()
+        else:
+            revoked = select(self.models.revoked_token.jti).where(
+                self.models.revoked_token.jti == token.jti
+            ).exists()
+        clients = self.models.client
+        query = select(clients, revoked).where(clients.client_id == token.client_id)
+        with self._session() as session:  # one statement: the client and the token's flag
+            row = session.execute(query).first()
+        if row is None or not row[0].is_active():
+            raise TokenRejected("The client of this access token is disabled or gone.")
+        client, flag = row
+        if token.issued_at < client.tokens_valid_after:
+            raise TokenRejected("The access token has been revoked.")
+        if flag is None or flag:  # an opaque token's deleted row is as good as revoked
             raise TokenRejected("The access token has been revoked.")
 
     def authenticate(self, token_string: str, issuer: str, audience: str) -> AccessToken:

@@ -125,3 +125,23 @@ def test_private_key_jwt_token_request_makes_one_round_trip(make: Callable[..., 
     with RoundTrips(_engine(app)) as trips:
         assert token("/m2m/token", data=form(signed)).status_code == 401
     assert trips.statements == ["INSERT", "DELETE"]
+
+
+@pytest.mark.parametrize("token_format", ["jwt", "opaque"])
+def test_first_use_of_a_token_reads_its_state_in_one_statement(
+    make: Callable[..., Flask], token_format: str
+) -> None:
+    """A protected route that sees a token for the first time reads its client's state and
+    the token's revocation in one statement, with no transaction around it; an opaque token
+    adds the read of its row. Within ``M2M_STATE_CACHE_SECONDS``, the same token costs
+    nothing."""
+    app = make(M2M_TOKEN_FORMAT=token_format)
+    creds = register(app)
+    token = _token_request(app, creds)["access_token"]
+    web = app.test_client()
+    with RoundTrips(_engine(app)) as trips:
+        assert web.get("/api/whoami", headers=bearer(token)).status_code == 200
+    assert trips.statements == ["SELECT"] * (1 if token_format == "jwt" else 2)
+    with RoundTrips(_engine(app)) as trips:
+        assert web.get("/api/whoami", headers=bearer(token)).status_code == 200
+    assert trips.statements == []
